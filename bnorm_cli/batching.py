@@ -1,0 +1,48 @@
+"""Cut a stream of Arrow record batches into batches of exactly N rows.
+
+Readers chunk files by row groups, byte blocks or whatever suits them; the
+statistics must not depend on that, so every batch the engine sees has exactly
+``batch_size`` rows, in file order, except possibly the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+
+
+def exact_batches(pieces: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Yield record batches of exactly ``batch_size`` rows (the last may be shorter).
+
+    Each yielded batch is one contiguous chunk (re-chunked when it spans pieces),
+    which keeps per-batch float sums independent of how the input was chunked.
+    """
+    if batch_size <= 0:
+        raise ValueError("batch_size must be positive")
+    held: list[pa.RecordBatch] = []
+    held_rows = 0
+    for piece in pieces:
+        if piece.num_rows == 0:
+            continue
+        if not held and piece.num_rows == batch_size:
+            yield piece
+            continue
+        held.append(piece)
+        held_rows += piece.num_rows
+        if held_rows < batch_size:
+            continue
+        table = pa.Table.from_batches(held)
+        start = 0
+        while held_rows - start >= batch_size:
+            yield _one_chunk(table.slice(start, batch_size))
+            start += batch_size
+        rest = table.slice(start)
+        held = rest.to_batches() if rest.num_rows else []
+        held_rows = rest.num_rows
+    if held_rows:
+        yield _one_chunk(pa.Table.from_batches(held))
+
+
+def _one_chunk(table: pa.Table) -> pa.RecordBatch:
+    return table.combine_chunks().to_batches()[0]

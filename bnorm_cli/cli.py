@@ -1,0 +1,489 @@
+"""The `bnorm` command line: thin Typer commands over `BatchNorm` and the pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Annotated, Any
+
+import polars as pl
+import pyarrow as pa
+import typer
+
+from . import __version__, pipeline, report, stats_file
+from .atomic import check_writable_target
+from .errors import BnormError, DataError, UsageError, did_you_mean
+from .formats import infer_format
+from .model import DEFAULT_BATCH_SIZE, BatchNorm, is_numeric, resolve_per_column
+from .readers import Source, open_source
+
+app = typer.Typer(
+    name="bnorm",
+    help="Batch-normalize tabular data (Parquet, CSV) larger than memory, in mini-batches.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class UseStats(StrEnum):
+    population = "population"
+    running = "running"
+
+
+class ModeOpt(StrEnum):
+    batch = "batch"
+    running = "running"
+
+
+class DType(StrEnum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+class InfOpt(StrEnum):
+    error = "error"
+    missing = "missing"
+
+
+# -- shared options ------------------------------------------------------------
+Inputs = Annotated[
+    list[str],
+    typer.Argument(help="Input files (Parquet or CSV); - reads stdin.", show_default=False),
+]
+StatsOut = Annotated[str, typer.Option("-s", "--stats", help="Statistics file to write (JSON).")]
+StatsIn = Annotated[
+    str, typer.Option("-s", "--stats", help="Statistics file written by `bnorm fit`.")
+]
+Output = Annotated[str, typer.Option("-o", "--output", help="Output file; - writes stdout.")]
+BatchSize = Annotated[int, typer.Option("-b", "--batch-size", help="Rows per mini-batch.")]
+MomentumOpt = Annotated[
+    str, typer.Option("--momentum", help='Running-statistics momentum in [0, 1], or "cumulative".')
+]
+Eps = Annotated[float, typer.Option("--eps", help="Added to the variance before the square root.")]
+Columns = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-c",
+        "--columns",
+        help="Columns to normalize, comma-separated [default: every numeric column].",
+    ),
+]
+Exclude = Annotated[
+    list[str] | None,
+    typer.Option("-x", "--exclude", help="Columns to leave untouched, comma-separated."),
+]
+Gamma = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gamma", help="Scale: a number for every column, or col=value (repeatable). [default: 1]"
+    ),
+]
+Beta = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--beta", help="Shift: a number for every column, or col=value (repeatable). [default: 0]"
+    ),
+]
+InputFormat = Annotated[
+    str | None,
+    typer.Option("--input-format", help="csv or parquet [default: from the file name; csv for -]"),
+]
+OutputFormat = Annotated[
+    str | None,
+    typer.Option("--output-format", help="csv or parquet [default: from the file name; csv for -]"),
+]
+DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Type of the normalized columns.")]
+ReportPath = Annotated[
+    str | None, typer.Option("--report", help="Also write the report to a .md or .json file.")
+]
+Quiet = Annotated[
+    bool,
+    typer.Option("-q", "--quiet", help="No progress bar and no report on stderr; errors only."),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+Inf = Annotated[
+    InfOpt,
+    typer.Option(
+        "--inf", help="+/-inf in a normalized column: stop with an error, or treat as missing."
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bnorm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Batch Normalization for tabular data: fit, transform, normalize, inspect."""
+
+
+# -- error handling ------------------------------------------------------------
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so temporary files are removed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _handled(debug: bool) -> Iterator[None]:
+    """One line on stderr and the right exit code for every expected failure."""
+    from . import console
+
+    try:
+        yield
+    except BnormError as e:
+        if debug:
+            raise
+        console.error(str(e))
+        if e.exit_code == 2:
+            console.stderr.print("Try 'bnorm --help' for help.", highlight=False)
+        raise typer.Exit(e.exit_code) from None
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except OSError as e:
+        if "Broken pipe" in str(e):
+            _quiet_broken_pipe()
+        if debug:
+            raise
+        console.error(f"{e.filename or 'I/O'}: {e.strerror or e}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Terminated:
+        raise typer.Exit(143) from None
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (`| head`): stop quietly, like other Unix tools."""
+    import os
+
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(0)
+
+
+# -- option parsing ------------------------------------------------------------
+def _names(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def _per_column(values: list[str] | None, option: str) -> float | dict[str, float] | None:
+    """``--gamma 2`` -> 2.0; ``--gamma a=2 --gamma b=3`` -> {a: 2, b: 3} (``*`` = default)."""
+    if not values:
+        return None
+    out: dict[str, float] = {}
+    for v in values:
+        name, sep, num = v.rpartition("=")
+        key = name.strip() if sep else "*"
+        try:
+            out[key] = float(num)
+        except ValueError:
+            raise UsageError(f"{option} {v!r}: expected a number or col=number") from None
+    return out["*"] if list(out) == ["*"] else out
+
+
+def _inputs(paths: list[str], fmt: str | None, model: BatchNorm, fitted: bool = False) -> Source:
+    """Open every input; CSV columns to normalize are read as float64, the rest as text."""
+    if paths.count("-") > 1:
+        raise UsageError("stdin (-) can be given only once")
+
+    def numeric(schema: pa.Schema) -> list[str]:
+        found = pipeline.polars_schema(schema)
+        if fitted:  # transform: the fitted columns the reader found numeric
+            return [c for c in model.columns_ if c in found and is_numeric(found[c])]
+        if model.columns is not None:  # named columns are read as numbers, whatever was guessed
+            return [c for c in found.names() if c in model.columns and c not in model.exclude]
+        return model.select_columns(found)
+
+    sources = [
+        open_source(p, infer_format(p, fmt, "--input-format"), model.batch_size, numeric)
+        for p in paths
+    ]
+    return _chain(sources)
+
+
+def _chain(sources: list[Source]) -> Source:
+    """Several inputs read as one dataset; batches run across file boundaries."""
+    if len(sources) == 1:
+        return sources[0]
+    first = sources[0]
+    for s in sources[1:]:
+        if not s.schema.equals(first.schema):
+            raise DataError(
+                f"{s.name}: its columns or types differ from {first.name}'s; inputs read as one"
+                " dataset must have the same schema"
+            )
+    totals = [s.total_rows for s in sources]
+    total = None if any(t is None for t in totals) else sum(t for t in totals if t is not None)
+    name = f"{first.name} (+{len(sources) - 1} more)"
+    return Source(name, first.schema, total, (b for s in sources for b in s.pieces))
+
+
+def _dtype(d: DType) -> type[pl.DataType]:
+    return pl.Float32 if d is DType.float32 else pl.Float64
+
+
+def _finish(rep: report.Report, report_path: str | None, quiet: bool) -> None:
+    from . import console
+
+    if report_path:
+        report.write(rep, report_path)
+    if not quiet:
+        console.show_report(rep)
+
+
+def _prepare_output(output: str, inputs: list[str], fmt: str | None) -> str:
+    out_fmt = infer_format(output, fmt, "--output-format")
+    if output != "-":
+        check_writable_target(output, inputs)
+    return out_fmt
+
+
+# -- commands ------------------------------------------------------------------
+@app.command()
+def fit(
+    inputs: Inputs,
+    stats: StatsOut,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    momentum: MomentumOpt = "0.1",
+    eps: Eps = 1e-5,
+    columns: Columns = None,
+    exclude: Exclude = None,
+    gamma: Gamma = None,
+    beta: Beta = None,
+    input_format: InputFormat = None,
+    inf: Inf = InfOpt.error,
+    report_path: ReportPath = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Stream the input once and write its statistics file.
+
+    Records the exact population mean/variance and PyTorch-style running
+    statistics of every normalized column, plus gamma and beta.
+    """
+    from . import console
+
+    with _handled(debug):
+        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
+        if report_path:
+            report.check_report_path(report_path)
+        check_writable_target(stats, inputs)
+        source = _inputs(inputs, input_format, model)
+        with console.progress("fit", source.total_rows, quiet) as advance:
+            pipeline.fit(model, source, advance)
+        model.save(stats)
+        _finish(report.build("fit", source.name, model, model.rows_), report_path, quiet)
+
+
+@app.command()
+def transform(
+    inputs: Inputs,
+    stats: StatsIn,
+    output: Output,
+    use: Annotated[
+        UseStats, typer.Option("--use", help="Population statistics, or the running ones.")
+    ] = UseStats.population,
+    inverse: Annotated[
+        bool, typer.Option("--inverse", help="Map normalized data back to the original units.")
+    ] = False,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    eps: Annotated[float | None, typer.Option("--eps", help="Override the saved eps.")] = None,
+    columns: Columns = None,
+    exclude: Exclude = None,
+    gamma: Gamma = None,
+    beta: Beta = None,
+    input_format: InputFormat = None,
+    output_format: OutputFormat = None,
+    dtype: DTypeOpt = DType.float64,
+    inf: Inf = InfOpt.error,
+    report_path: ReportPath = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Normalize with saved statistics (Batch Normalization inference mode)."""
+    from . import console
+    from .writers import write_batches
+
+    with _handled(debug):
+        model = stats_file.load(stats)
+        model.batch_size = BatchNorm(batch_size=batch_size).batch_size
+        model.inf = inf.value
+        if eps is not None:
+            model.eps = BatchNorm(eps=eps).eps
+        _subset(model, _names(columns), _names(exclude))
+        _override(model, gamma, beta)
+        if report_path:
+            report.check_report_path(report_path)
+        out_fmt = _prepare_output(output, [*inputs, stats], output_format)
+        source = _inputs(inputs, input_format, model, fitted=True)
+        if inverse:
+            for c, m in model.maps(use.value).items():
+                if m.scale == 0.0:
+                    raise UsageError(f'--inverse: column "{c}" has gamma 0; it cannot be inverted')
+        observed: dict[str, Any] = {}
+        with console.progress("transform", source.total_rows, quiet) as advance:
+            schema, batches = pipeline.transform(
+                model, source, use.value, _dtype(dtype), inverse, observed, advance
+            )
+            rows = write_batches(output, out_fmt, schema, batches)
+        _finish(report.build("transform", source.name, model, rows, observed), report_path, quiet)
+
+
+@app.command()
+def normalize(
+    inputs: Inputs,
+    output: Output,
+    mode: Annotated[
+        ModeOpt,
+        typer.Option(
+            "--mode",
+            help="batch: each batch's own statistics (BN training); running: the running"
+            " statistics, updated by each batch and then applied to it.",
+        ),
+    ] = ModeOpt.batch,
+    stats: Annotated[
+        str | None, typer.Option("-s", "--stats", help="Also save the tracked statistics here.")
+    ] = None,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    momentum: MomentumOpt = "0.1",
+    eps: Eps = 1e-5,
+    columns: Columns = None,
+    exclude: Exclude = None,
+    gamma: Gamma = None,
+    beta: Beta = None,
+    input_format: InputFormat = None,
+    output_format: OutputFormat = None,
+    dtype: DTypeOpt = DType.float64,
+    inf: Inf = InfOpt.error,
+    report_path: ReportPath = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """One training-mode pass: normalize each batch as Batch Normalization does while training."""
+    from . import console
+    from .writers import write_batches
+
+    with _handled(debug):
+        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
+        if report_path:
+            report.check_report_path(report_path)
+        out_fmt = _prepare_output(output, inputs, output_format)
+        if stats:
+            check_writable_target(stats, inputs)
+        source = _inputs(inputs, input_format, model)
+        with console.progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
+            schema, batches = pipeline.normalize(model, source, mode.value, _dtype(dtype), advance)
+            write_batches(output, out_fmt, schema, batches)
+        if stats:
+            model.save(stats)
+        _finish(
+            report.build(f"normalize --mode {mode.value}", source.name, model, model.rows_),
+            report_path,
+            quiet,
+        )
+
+
+@app.command()
+def inspect(
+    stats: Annotated[str, typer.Argument(help="Statistics file.", show_default=False)],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the validated file as JSON on stdout.")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Show a statistics file as a table (or JSON for scripts)."""
+    from . import console
+
+    with _handled(debug):
+        model = stats_file.load(stats)
+        if as_json:
+            with open(stats, encoding="utf-8") as f:
+                doc = json.load(f)
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+            return
+        rep = report.build("inspect", stats, model, model.rows_)
+        console.show_report(rep)
+        momentum = "cumulative" if model.momentum is None else f"{model.momentum:g}"
+        console.stderr.print(
+            f"batch size {model.batch_size:,}, momentum {momentum}, eps {model.eps:g}, "
+            f"num_batches_tracked {model.num_batches_tracked_:,}",
+            highlight=False,
+        )
+
+
+# -- helpers -------------------------------------------------------------------
+def _model(
+    batch_size: int,
+    momentum: str,
+    eps: float,
+    columns: list[str] | None,
+    exclude: list[str] | None,
+    gamma: list[str] | None,
+    beta: list[str] | None,
+    inf: InfOpt,
+) -> BatchNorm:
+    g = _per_column(gamma, "--gamma")
+    b = _per_column(beta, "--beta")
+    return BatchNorm(
+        batch_size=batch_size,
+        momentum=momentum,
+        eps=eps,
+        columns=_names(columns),
+        exclude=_names(exclude) or [],
+        gamma=1.0 if g is None else g,
+        beta=0.0 if b is None else b,
+        inf=inf.value,  # type: ignore[arg-type]
+    )
+
+
+def _subset(model: BatchNorm, columns: list[str] | None, exclude: list[str] | None) -> None:
+    """Restrict a loaded model to some of its fitted columns (transform -c/-x)."""
+    fitted = model.columns_
+    for name in [*(columns or []), *(exclude or [])]:
+        if name not in fitted:
+            raise UsageError(
+                f'-c/-x: "{name}" is not a column of the statistics file'
+                f"{did_you_mean(name, fitted)}"
+            )
+    keep = [c for c in fitted if (columns is None or c in columns) and c not in (exclude or [])]
+    model.columns_ = keep
+
+
+def _override(model: BatchNorm, gamma: list[str] | None, beta: list[str] | None) -> None:
+    """--gamma/--beta at transform time replace the saved values they name."""
+    for values, option, target in ((gamma, "gamma", model.gamma_), (beta, "beta", model.beta_)):
+        spec = _per_column(values, "--" + option)
+        if spec is None:
+            continue
+        for c, v in resolve_per_column(spec, model.columns_, option, math.nan).items():
+            if not math.isnan(v):
+                target[c] = v
+
+
+def main() -> None:
+    """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    app()

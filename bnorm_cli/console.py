@@ -1,0 +1,97 @@
+"""Everything that talks to the terminal: the only module that imports Rich.
+
+stdout is for data; this console writes to stderr only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from .report import HEADERS, Report, fmt
+
+stderr = Console(stderr=True, highlight=False)
+if not stderr.is_terminal:  # a log file or a pipe: do not squeeze the table to 80 columns
+    stderr.width = max(stderr.width, 132)
+
+
+class Advance(Protocol):
+    def __call__(self, rows: int) -> None: ...
+
+
+def error(message: str) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+
+
+def warn(message: str) -> None:
+    stderr.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def show_report(report: Report) -> None:
+    table = Table(
+        title=f"bnorm {report.command}: {report.source}",
+        caption=f"{report.rows:,} rows, {report.batches:,} batches",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+    )
+    for i, h in enumerate(HEADERS):
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+    for r in report.columns:
+        table.add_row(
+            r.column,
+            fmt(r.count),
+            fmt(r.nulls),
+            fmt(r.mean),
+            fmt(r.std),
+            fmt(r.min),
+            fmt(r.max),
+            fmt(r.running_mean),
+            fmt(r.running_std),
+        )
+    stderr.print(table)
+
+
+class _RowsPerSecond(TextColumn):
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # type: ignore[no-untyped-def]
+        speed = task.finished_speed or task.speed
+        return f"{speed:,.0f} rows/s" if speed else ""
+
+
+@contextmanager
+def progress(description: str, total: int | None, quiet: bool) -> Iterator[Advance]:
+    """A progress bar on stderr when it is a terminal (rows, rows/s, ETA if total known)."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        _RowsPerSecond(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=quiet or not stderr.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(rows: int) -> None:
+            bar.advance(task, rows)
+
+        yield advance

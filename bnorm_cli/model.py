@@ -1,0 +1,308 @@
+"""`BatchNorm`: the Python API, and the engine behind every CLI command.
+
+Modelled on scikit-learn's StandardScaler: ``fit`` = reset + ``partial_fit``
+over batches; learned state ends in ``_``. One call to ``partial_fit`` is one
+Batch Normalization mini-batch. Data in and out are polars DataFrames; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from . import moments as mom
+from .engine import AffineMap, Momentum, Running, apply_maps, batch_map, population_map, running_map
+from .errors import DataError, UsageError, did_you_mean
+
+Use = Literal["population", "running"]
+Mode = Literal["batch", "running"]
+InfPolicy = Literal["error", "missing"]
+DEFAULT_BATCH_SIZE = 65536
+
+
+def is_numeric(dtype: pl.DataType) -> bool:
+    """Columns bnorm normalizes by default: integers and floats (not booleans)."""
+    return dtype.is_numeric() and not isinstance(dtype, pl.Decimal)
+
+
+def resolve_per_column(
+    spec: float | Mapping[str, float], columns: Sequence[str], what: str, default: float
+) -> dict[str, float]:
+    """Expand a number (for every column) or a ``{column: value}`` mapping.
+
+    A mapping may hold the key ``"*"`` for the value of the unnamed columns.
+    """
+    if not isinstance(spec, Mapping):
+        return dict.fromkeys(columns, float(spec))
+    fallback = float(spec.get("*", default))
+    for name in spec:
+        if name != "*" and name not in columns:
+            raise UsageError(
+                f'--{what}: "{name}" is not a normalized column{did_you_mean(name, columns)}'
+            )
+    return {c: float(spec.get(c, fallback)) for c in columns}
+
+
+class BatchNorm:
+    """Batch Normalization of tabular data, streamed in mini-batches.
+
+    Parameters mirror the CLI options: ``batch_size`` rows per batch,
+    ``momentum`` (a number in [0, 1], or ``None``/``"cumulative"`` for the
+    equal-weight average), ``eps``, ``columns``/``exclude`` (default: every
+    numeric column), ``gamma``/``beta`` (a number, or ``{column: value}``),
+    and ``inf`` ("error": +/-inf stops the run; "missing": treated like NaN).
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        momentum: float | str | None = 0.1,
+        eps: float = 1e-5,
+        columns: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        gamma: float | Mapping[str, float] = 1.0,
+        beta: float | Mapping[str, float] = 0.0,
+        inf: InfPolicy = "error",
+    ) -> None:
+        self.batch_size = check_batch_size(batch_size)
+        self.momentum: Momentum = check_momentum(momentum)
+        self.eps = check_eps(eps)
+        self.columns = list(columns) if columns is not None else None
+        self.exclude = list(exclude)
+        self.gamma = gamma
+        self.beta = beta
+        self.inf: InfPolicy = inf
+        self._reset()
+
+    # -- learned state ---------------------------------------------------------
+    def _reset(self) -> None:
+        self.columns_: list[str] = []
+        self.dtypes_: dict[str, str] = {}
+        self.input_schema_: dict[str, str] = {}
+        self.population_: dict[str, mom.Moments] = {}
+        self.running_: dict[str, Running] = {}
+        self.gamma_: dict[str, float] = {}
+        self.beta_: dict[str, float] = {}
+        self.rows_ = 0
+        self.num_batches_tracked_ = 0
+        self.started_ = False
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.started_
+
+    def select_columns(self, schema: pl.Schema) -> list[str]:
+        """The columns to normalize in an input with this schema."""
+        names = list(schema.names())
+        for name in [*(self.columns or []), *self.exclude]:
+            if name not in schema:
+                flag = "--columns" if name in (self.columns or []) else "--exclude"
+                raise UsageError(
+                    f'{flag}: no column "{name}" in the input{did_you_mean(name, names)}'
+                )
+        if self.columns is not None:
+            for name in self.columns:
+                if not is_numeric(schema[name]):
+                    raise UsageError(
+                        f'--columns: column "{name}" is {schema[name]}, not numeric;'
+                        " only numeric columns can be normalized"
+                    )
+            chosen = [c for c in names if c in self.columns]
+        else:
+            chosen = [c for c in names if is_numeric(schema[c])]
+        return [c for c in chosen if c not in self.exclude]
+
+    def start(self, schema: pl.Schema) -> None:
+        """Reset and prepare for batches with this schema (done by ``fit``)."""
+        self._reset()
+        self.started_ = True
+        self.columns_ = self.select_columns(schema)
+        self.input_schema_ = {name: str(dtype) for name, dtype in schema.items()}
+        self.dtypes_ = {c: self.input_schema_[c] for c in self.columns_}
+        self.population_ = {c: mom.Moments() for c in self.columns_}
+        self.running_ = {c: Running() for c in self.columns_}
+        self.gamma_ = resolve_per_column(self.gamma, self.columns_, "gamma", 1.0)
+        self.beta_ = resolve_per_column(self.beta, self.columns_, "beta", 0.0)
+
+    # -- fitting ---------------------------------------------------------------
+    def partial_fit(self, batch: pl.DataFrame, rows: int | None = None) -> dict[str, mom.Moments]:
+        """Account for one mini-batch; return its per-column moments.
+
+        ``rows`` is the batch's row count when ``batch`` holds only the columns to
+        normalize (possibly none); by default ``batch.height``.
+        """
+        if not self.started_:
+            self.start(batch.schema)
+        else:
+            self.check_schema(batch.schema)
+        moments = self.batch_moments(batch, first_row=self.rows_)
+        for c, m in moments.items():
+            self.population_[c] = mom.merge(self.population_[c], m)
+            self.running_[c] = self.running_[c].update(m, self.momentum)
+        self.rows_ += batch.height if rows is None else rows
+        self.num_batches_tracked_ += 1
+        return moments
+
+    def fit(self, data: pl.DataFrame | Iterable[pl.DataFrame]) -> BatchNorm:
+        """Reset, then ``partial_fit`` every batch of ``batch_size`` rows."""
+        self._reset()
+        for batch in self.iter_batches(data):
+            self.partial_fit(batch)
+        return self
+
+    def iter_batches(self, data: pl.DataFrame | Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        """Batches of exactly ``batch_size`` rows (the last may be shorter)."""
+        from .batching import exact_batches
+
+        frames = [data] if isinstance(data, pl.DataFrame) else data
+        pieces = (b for f in frames for b in f.to_arrow().to_batches())
+        for batch in exact_batches(pieces, self.batch_size):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield frame
+
+    def batch_moments(self, batch: pl.DataFrame, first_row: int = 0) -> dict[str, mom.Moments]:
+        """Per-column moments of one batch (valid values only; see moments.py)."""
+        out: dict[str, mom.Moments] = {}
+        for c in self.columns_:
+            values = batch.get_column(c).cast(pl.Float64).to_numpy()
+            nan = np.isnan(values)
+            missing = int(nan.sum())
+            valid = values[~nan] if missing else values
+            m = mom.from_values(valid, missing)
+            if m.n and not (math.isfinite(m.min) and math.isfinite(m.max)):
+                m = self._handle_inf(c, values, first_row, missing)
+            out[c] = m
+        return out
+
+    def _handle_inf(
+        self, column: str, values: np.ndarray, first_row: int, missing: int
+    ) -> mom.Moments:
+        inf = np.isinf(values)
+        if self.inf == "error":
+            row = first_row + int(np.argmax(inf)) + 1
+            raise DataError(
+                f'column "{column}", row {row}: value {values[inf][0]}; infinite values have no'
+                " mean or variance (use --inf missing to treat them like NaN)"
+            )
+        keep = ~(inf | np.isnan(values))
+        return mom.from_values(values[keep], missing + int(inf.sum()))
+
+    # -- transforming ----------------------------------------------------------
+    def check_schema(self, schema: pl.Schema) -> None:
+        """Fitted columns must be present and numeric in ``schema``."""
+        for c in self.columns_:
+            if c not in schema:
+                raise DataError(
+                    f'column "{c}" was fitted but is missing from the input'
+                    f"{did_you_mean(c, schema.names())}; refit, or pass matching data"
+                )
+            if not is_numeric(schema[c]):
+                raise DataError(
+                    f'column "{c}" was fitted as {self.dtypes_.get(c, "numeric")} but is now'
+                    f" {schema[c]}; check the input or refit"
+                )
+
+    def maps(self, use: Use = "population") -> dict[str, AffineMap]:
+        """The inference-mode affine map of each column."""
+        self._require_fitted()
+        if use == "running":
+            return {
+                c: running_map(self.running_[c], self.eps, self.gamma_[c], self.beta_[c])
+                for c in self.columns_
+            }
+        return {
+            c: population_map(self.population_[c], self.eps, self.gamma_[c], self.beta_[c])
+            for c in self.columns_
+        }
+
+    def transform(
+        self, data: pl.DataFrame, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
+    ) -> pl.DataFrame:
+        """Normalize with the fitted statistics (BN inference mode)."""
+        self._require_fitted()
+        self.check_schema(data.schema)
+        return apply_maps(data, self.maps(use), dtype)
+
+    def inverse_transform(
+        self, data: pl.DataFrame, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
+    ) -> pl.DataFrame:
+        """Map normalized data back to the original units."""
+        self._require_fitted()
+        self.check_schema(data.schema)
+        maps = self.maps(use)
+        for c, m in maps.items():
+            if m.scale == 0.0:
+                raise DataError(f'column "{c}": gamma is 0, so the map cannot be inverted')
+        return apply_maps(data, maps, dtype, inverse=True)
+
+    def train_step(
+        self,
+        batch: pl.DataFrame,
+        mode: Mode = "batch",
+        dtype: type[pl.DataType] = pl.Float64,
+        rows: int | None = None,
+    ) -> pl.DataFrame:
+        """One BN training-mode step: account for the batch, then normalize it.
+
+        ``batch``: with the batch's own statistics. ``running``: with the running
+        statistics just updated by this batch.
+        """
+        moments = self.partial_fit(batch, rows)
+        if mode == "running":
+            maps = self.maps("running")
+        else:
+            maps = {
+                c: batch_map(m, self.eps, self.gamma_[c], self.beta_[c]) for c, m in moments.items()
+            }
+        return apply_maps(batch, maps, dtype)
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise UsageError("this BatchNorm is not fitted yet; call fit() or load() first")
+
+    # -- persistence -----------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write the statistics file (atomically)."""
+        from .stats_file import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> BatchNorm:
+        """Read a statistics file written by ``save`` or ``bnorm fit``."""
+        from .stats_file import load
+
+        return load(path)
+
+
+def check_batch_size(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f"--batch-size must be a positive integer, got {value!r}")
+    return value
+
+
+def check_eps(value: float) -> float:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise UsageError(f"--eps must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_momentum(value: float | str | None) -> Momentum:
+    """A number in [0, 1], or ``None``/``"cumulative"`` (PyTorch's momentum=None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "cumulative"):
+        return None
+    try:
+        m = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f'--momentum must be a number in [0, 1] or "cumulative", got {value!r}'
+        ) from None
+    if not 0.0 <= m <= 1.0:
+        raise UsageError(f'--momentum must be a number in [0, 1] or "cumulative", got {value!r}')
+    return m

@@ -1,0 +1,120 @@
+"""Per-batch moments of one column and their exact-as-possible merge.
+
+This module is the single home of the numeric rules (design.md §2):
+
+* A *valid* value is one that is neither null nor NaN. Nulls and NaN are left
+  out of every statistic (and preserved in the output by the engine).
+* All arithmetic is float64. The mean is kept as an unevaluated sum of two
+  floats ``mean_hi + mean_lo`` so that merging many batches of a column such as
+  ``1e9 + noise`` loses no digits; ``m2`` is the sum of squared deviations from
+  the mean, computed with the corrected two-pass formula inside a batch and the
+  Chan/Golub/LeVeque update across batches. ``E[x^2] - E[x]^2`` is never used.
+* Very large or very small magnitudes are scaled by an exact power of two
+  before summing, so ``sum(x)`` cannot overflow near 1e306 and squares cannot
+  underflow near 1e-160. A variance that itself exceeds float64 comes out as
+  ``inf`` and is reported by the caller; it is never silently written.
+* A constant batch has ``m2 == 0`` and its mean is that constant exactly, so a
+  constant column normalizes to ``beta`` exactly.
+* Biased variance is ``m2 / n`` (n >= 1); the unbiased one is ``m2 / (n - 1)``
+  and does not exist for n < 2 (``None``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Scale by a power of two only when squares or sums could leave float64's range.
+_SCALE_ABOVE_EXP = 500
+_SCALE_BELOW_EXP = -400
+
+
+@dataclass(frozen=True, slots=True)
+class Moments:
+    """Moments of the valid values of one column over some rows."""
+
+    n: int = 0
+    missing: int = 0
+    mean_hi: float = 0.0
+    mean_lo: float = 0.0
+    m2: float = 0.0
+    min: float = math.nan
+    max: float = math.nan
+
+    @property
+    def mean(self) -> float | None:
+        return self.mean_hi + self.mean_lo if self.n else None
+
+    @property
+    def var(self) -> float | None:
+        """Population (biased, ddof=0) variance."""
+        return self.m2 / self.n if self.n else None
+
+    @property
+    def var_unbiased(self) -> float | None:
+        """Unbiased (ddof=1) variance; ``None`` when fewer than two values."""
+        return self.m2 / (self.n - 1) if self.n >= 2 else None
+
+    @property
+    def std(self) -> float | None:
+        var = self.var
+        return math.sqrt(var) if var is not None else None
+
+
+def _two_sum(a: float, b: float) -> tuple[float, float]:
+    """s + e == a + b exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
+
+
+def from_values(values: np.ndarray, missing: int = 0) -> Moments:
+    """Moments of a 1-D float64 array of valid, finite values."""
+    n = int(values.size)
+    if n == 0:
+        return Moments(missing=missing)
+    lo = float(values.min())
+    hi = float(values.max())
+    if lo == hi:
+        return Moments(n, missing, lo, 0.0, 0.0, lo, hi)
+    _, exp = math.frexp(max(-lo, hi))
+    shift = -exp if (exp > _SCALE_ABOVE_EXP or exp < _SCALE_BELOW_EXP) else 0
+    xs = np.ldexp(values, shift) if shift else values
+    m0 = float(xs.mean())
+    dev = xs - m0
+    s1 = float(dev.sum())
+    s2 = float((dev * dev).sum())  # not np.dot: dot is not bit-reproducible
+    corr = s1 / n
+    m2 = max(s2 - s1 * corr, 0.0)
+    mean_hi, mean_lo = _two_sum(m0, corr)
+    if shift:
+        mean_hi = math.ldexp(mean_hi, -shift)
+        mean_lo = math.ldexp(mean_lo, -shift)
+        m2 = _ldexp_or_inf(m2, -2 * shift)
+    return Moments(n, missing, mean_hi, mean_lo, m2, lo, hi)
+
+
+def _ldexp_or_inf(x: float, exp: int) -> float:
+    try:
+        return math.ldexp(x, exp)
+    except OverflowError:
+        return math.inf
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+    """Moments of the union of two disjoint sets of rows (Chan et al. update)."""
+    missing = a.missing + b.missing
+    if b.n == 0:
+        return Moments(a.n, missing, a.mean_hi, a.mean_lo, a.m2, a.min, a.max)
+    if a.n == 0:
+        return Moments(b.n, missing, b.mean_hi, b.mean_lo, b.m2, b.min, b.max)
+    n = a.n + b.n
+    delta = (b.mean_hi - a.mean_hi) + (b.mean_lo - a.mean_lo)
+    w = b.n / n
+    hi, err = _two_sum(a.mean_hi, delta * w)
+    hi, lo = _two_sum(hi, err + a.mean_lo)
+    m2 = a.m2 + b.m2 + delta * (delta * (a.n * w))
+    return Moments(n, missing, hi, lo, m2, min(a.min, b.min), max(a.max, b.max))

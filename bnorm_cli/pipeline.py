@@ -1,0 +1,126 @@
+"""Streaming passes: source -> exact N-row batches -> model -> writer.
+
+Each command is one pass over its input; memory holds one batch (plus the
+writer's row-group buffer), never the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import polars as pl
+import pyarrow as pa
+
+from . import moments as mom
+from .batching import exact_batches
+from .errors import DataError
+from .model import BatchNorm, Mode, Use
+from .readers import Source
+
+Progress = Callable[[int], None]
+Observed = dict[str, mom.Moments]
+
+
+def polars_schema(schema: pa.Schema) -> pl.Schema:
+    frame = pl.from_arrow(schema.empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.schema
+
+
+def output_schema(schema: pa.Schema, columns: list[str], dtype: type[pl.DataType]) -> pa.Schema:
+    """The input schema with each normalized column turned into float64/float32."""
+    target = pa.float32() if dtype == pl.Float32 else pa.float64()
+    chosen = set(columns)
+    return pa.schema(
+        [pa.field(f.name, target, nullable=True) if f.name in chosen else f for f in schema]
+    )
+
+
+def _batches(source: Source, model: BatchNorm, progress: Progress) -> Iterator[pa.RecordBatch]:
+    for batch in exact_batches(source.pieces, model.batch_size):
+        yield batch
+        progress(batch.num_rows)
+
+
+def _numeric(batch: pa.RecordBatch, columns: list[str]) -> pl.DataFrame:
+    frame = pl.from_arrow(batch.select(columns))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _replace(batch: pa.RecordBatch, out: pl.DataFrame, schema: pa.Schema) -> pa.RecordBatch:
+    arrays = [
+        out.get_column(f.name).to_arrow() if f.name in out.columns else batch.column(f.name)
+        for f in schema
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _in_batch(source: Source, model: BatchNorm, index: int, err: DataError) -> DataError:
+    return DataError(f"{source.name}: batch {index}: {err}")
+
+
+def fit(model: BatchNorm, source: Source, progress: Progress) -> None:
+    """One pass: population and running statistics."""
+    model.start(polars_schema(source.schema))
+    for i, batch in enumerate(_batches(source, model, progress), 1):
+        try:
+            model.partial_fit(_numeric(batch, model.columns_), batch.num_rows)
+        except DataError as e:
+            raise _in_batch(source, model, i, e) from None
+
+
+def transform(
+    model: BatchNorm,
+    source: Source,
+    use: Use,
+    dtype: type[pl.DataType],
+    inverse: bool,
+    observed: Observed,
+    progress: Progress,
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Inference mode with saved statistics; fills ``observed`` with the input's moments."""
+    try:
+        model.check_schema(polars_schema(source.schema))
+    except DataError as e:
+        raise DataError(f"{source.name}: {e}") from None
+    schema = output_schema(source.schema, model.columns_, dtype)
+    maps = model.maps(use)
+    for c in model.columns_:
+        observed[c] = mom.Moments()
+
+    def run() -> Iterator[pa.RecordBatch]:
+        from .engine import apply_maps
+
+        rows = 0
+        for i, batch in enumerate(_batches(source, model, progress), 1):
+            frame = _numeric(batch, model.columns_)
+            try:
+                seen = model.batch_moments(frame, first_row=rows)
+            except DataError as e:
+                raise _in_batch(source, model, i, e) from None
+            for c, m in seen.items():
+                observed[c] = mom.merge(observed[c], m)
+            rows += batch.num_rows
+            yield _replace(batch, apply_maps(frame, maps, dtype, inverse=inverse), schema)
+
+    return schema, run()
+
+
+def normalize(
+    model: BatchNorm, source: Source, mode: Mode, dtype: type[pl.DataType], progress: Progress
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """BN training mode, one pass: each batch updates the statistics, then is normalized."""
+    model.start(polars_schema(source.schema))
+    schema = output_schema(source.schema, model.columns_, dtype)
+
+    def run() -> Iterator[pa.RecordBatch]:
+        for i, batch in enumerate(_batches(source, model, progress), 1):
+            frame = _numeric(batch, model.columns_)
+            try:
+                out = model.train_step(frame, mode, dtype, batch.num_rows)
+            except DataError as e:
+                raise _in_batch(source, model, i, e) from None
+            yield _replace(batch, out, schema)
+
+    return schema, run()

@@ -1,0 +1,115 @@
+"""The per-column report: built from statistics, rendered as Markdown or JSON.
+
+The terminal rendering (a Rich table) lives in `console.py`; this module has
+no Rich so that reports can be written and tested without a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .atomic import atomic_path
+from .errors import UsageError
+from .model import BatchNorm
+from .moments import Moments
+
+HEADERS = ("column", "count", "nulls", "mean", "std", "min", "max", "running mean", "running std")
+
+
+@dataclass(frozen=True)
+class Row:
+    column: str
+    count: int
+    nulls: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    running_mean: float
+    running_std: float
+
+
+@dataclass(frozen=True)
+class Report:
+    command: str
+    source: str
+    rows: int
+    batches: int
+    columns: list[Row]
+
+
+def build(
+    command: str,
+    source: str,
+    model: BatchNorm,
+    rows: int,
+    observed: dict[str, Moments] | None = None,
+) -> Report:
+    """One row per normalized column.
+
+    ``observed`` (transform) holds the statistics of the data just read, shown
+    beside the saved running statistics; otherwise the model's own population.
+    """
+    pops = observed if observed is not None else model.population_
+    columns = []
+    for c in model.columns_:
+        m = pops[c]
+        run = model.running_[c]
+        columns.append(
+            Row(
+                c,
+                m.n,
+                m.missing,
+                m.mean,
+                m.std,
+                m.min if m.n else None,
+                m.max if m.n else None,
+                run.mean,
+                math.sqrt(run.var),
+            )
+        )
+    return Report(command, source, rows, -(-rows // model.batch_size), columns)
+
+
+def fmt(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.6g}"
+
+
+def to_markdown(report: Report) -> str:
+    lines = [
+        f"# bnorm {report.command}: {report.source}",
+        "",
+        f"{report.rows:,} rows in {report.batches:,} batches.",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
+    ]
+    for r in report.columns:
+        cells = [r.column, *(fmt(v) for v in list(asdict(r).values())[1:])]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(asdict(report), indent=2, allow_nan=False) + "\n"
+
+
+RENDERERS = {".md": to_markdown, ".markdown": to_markdown, ".json": to_json}
+
+
+def check_report_path(path: str) -> None:
+    if Path(path).suffix.lower() not in RENDERERS:
+        raise UsageError(f"--report {path}: use a .md or .json file name")
+
+
+def write(report: Report, path: str) -> None:
+    text = RENDERERS[Path(path).suffix.lower()](report)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)

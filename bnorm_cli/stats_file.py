@@ -1,0 +1,243 @@
+"""The versioned statistics file (design.md §3): JSON, validated by a schema.
+
+Writing is atomic; loading validates the whole document against `SCHEMA` and
+then its internal consistency, so a file that was truncated, hand-edited into
+nonsense or written by a newer bnorm is refused with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema
+
+from . import __version__
+from .atomic import atomic_path
+from .engine import Running
+from .errors import DataError, StatsFileError
+from .model import BatchNorm
+from .moments import Moments
+
+FORMAT = "bnorm-stats"
+VERSION = 1
+
+_num = {"type": "number"}
+_num_or_null = {"type": ["number", "null"]}
+_count = {"type": "integer", "minimum": 0}
+
+_COLUMN = {
+    "type": "object",
+    "required": [
+        "dtype",
+        "count",
+        "null_count",
+        "mean",
+        "var",
+        "std",
+        "min",
+        "max",
+        "running_mean",
+        "running_var",
+        "gamma",
+        "beta",
+    ],
+    "properties": {
+        "dtype": {"type": "string"},
+        "count": _count,
+        "null_count": _count,
+        "mean": _num_or_null,
+        "var": {"type": ["number", "null"], "minimum": 0},
+        "std": {"type": ["number", "null"], "minimum": 0},
+        "min": _num_or_null,
+        "max": _num_or_null,
+        "running_mean": _num,
+        "running_var": {"type": "number", "minimum": 0},
+        "running_updates": _count,
+        "gamma": _num,
+        "beta": _num,
+    },
+}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "format",
+        "version",
+        "batch_size",
+        "momentum",
+        "eps",
+        "rows",
+        "num_batches_tracked",
+        "columns",
+    ],
+    "properties": {
+        "format": {"const": FORMAT},
+        "version": {"type": "integer"},
+        "batch_size": {"type": "integer", "minimum": 1},
+        "momentum": {
+            "oneOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "cumulative"}]
+        },
+        "eps": {"type": "number", "minimum": 0},
+        "rows": _count,
+        "num_batches_tracked": _count,
+        "inf": {"enum": ["error", "missing"]},
+        "input_columns": {"type": "object", "additionalProperties": {"type": "string"}},
+        "columns": {"type": "object", "additionalProperties": _COLUMN},
+    },
+}
+
+
+def to_dict(model: BatchNorm) -> dict[str, Any]:
+    """The statistics file's content for a fitted model."""
+    columns: dict[str, Any] = {}
+    for c in model.columns_:
+        pop = model.population_[c]
+        run = model.running_[c]
+        var = pop.var
+        if (var is not None and not math.isfinite(var)) or not math.isfinite(run.var):
+            raise DataError(
+                f'column "{c}": its variance exceeds the float64 range (values from {pop.min:.6g}'
+                f" to {pop.max:.6g}); rescale the column or leave it out with -x {c}"
+            )
+        columns[c] = {
+            "dtype": model.dtypes_[c],
+            "count": pop.n,
+            "null_count": pop.missing,
+            "mean": pop.mean,
+            "var": var,
+            "std": pop.std,
+            "min": pop.min if pop.n else None,
+            "max": pop.max if pop.n else None,
+            "running_mean": run.mean,
+            "running_var": run.var,
+            "running_updates": run.updates,
+            "gamma": model.gamma_[c],
+            "beta": model.beta_[c],
+        }
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "bnorm_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "batch_size": model.batch_size,
+        "momentum": "cumulative" if model.momentum is None else model.momentum,
+        "eps": model.eps,
+        "inf": model.inf,
+        "rows": model.rows_,
+        "num_batches_tracked": model.num_batches_tracked_,
+        "input_columns": dict(model.input_schema_),
+        "columns": columns,
+    }
+
+
+def dumps(model: BatchNorm) -> str:
+    return json.dumps(to_dict(model), indent=2, allow_nan=False) + "\n"
+
+
+def save(model: BatchNorm, path: str | os.PathLike[str]) -> None:
+    text = dumps(model)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def load(path: str | os.PathLike[str]) -> BatchNorm:
+    """Read and validate a statistics file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise StatsFileError(f"{path}: statistics file not found; run `bnorm fit` first") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise StatsFileError(f"{path}: cannot read statistics file ({e})") from None
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        raise StatsFileError(
+            f"{path}: not a valid statistics file (JSON error: {e}); re-create it with `bnorm fit`"
+        ) from None
+    return from_dict(doc, str(path))
+
+
+def from_dict(doc: Any, source: str = "<statistics>") -> BatchNorm:
+    """Validate a parsed statistics document and build the fitted model."""
+    if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("version") != VERSION:
+        raise StatsFileError(
+            f"{source}: statistics file version {doc.get('version')!r} is not supported by this"
+            f" bnorm (it reads version {VERSION}); upgrade bnorm, or re-create the file"
+            " with `bnorm fit`"
+        )
+    try:
+        jsonschema.validate(doc, SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "top level"
+        raise StatsFileError(
+            f"{source}: not a valid statistics file ({where}: {e.message});"
+            " re-create it with `bnorm fit`"
+        ) from None
+    _check_consistent(doc, source)
+    model = BatchNorm(
+        batch_size=doc["batch_size"],
+        momentum=doc["momentum"],
+        eps=doc["eps"],
+        columns=list(doc["columns"]),
+        inf=doc.get("inf", "error"),
+    )
+    model.started_ = True
+    model.columns_ = list(doc["columns"])
+    model.input_schema_ = dict(doc.get("input_columns", {}))
+    model.rows_ = doc["rows"]
+    model.num_batches_tracked_ = doc["num_batches_tracked"]
+    for c, col in doc["columns"].items():
+        n = col["count"]
+        model.dtypes_[c] = col["dtype"]
+        model.population_[c] = Moments(
+            n=n,
+            missing=col["null_count"],
+            mean_hi=col["mean"] if n else 0.0,
+            m2=col["var"] * n if n else 0.0,
+            min=col["min"] if n else math.nan,
+            max=col["max"] if n else math.nan,
+        )
+        model.running_[c] = Running(
+            col["running_mean"], col["running_var"], col.get("running_updates", 0)
+        )
+        model.gamma_[c] = float(col["gamma"])
+        model.beta_[c] = float(col["beta"])
+    return model
+
+
+def _check_consistent(doc: dict[str, Any], source: str) -> None:
+    """Facts the schema cannot express: counts add up, statistics agree."""
+
+    def bad(what: str) -> StatsFileError:
+        return StatsFileError(
+            f"{source}: inconsistent statistics file ({what}); re-create it with `bnorm fit`"
+        )
+
+    rows, size = doc["rows"], doc["batch_size"]
+    if doc["num_batches_tracked"] != -(-rows // size):
+        raise bad(f"num_batches_tracked {doc['num_batches_tracked']} does not fit {rows} rows")
+    for c, col in doc["columns"].items():
+        if col["count"] + col["null_count"] != rows:
+            raise bad(f'column "{c}": count + null_count is not rows ({rows})')
+        stats = [col[k] for k in ("mean", "var", "std", "min", "max")]
+        if col["count"] == 0:
+            if any(v is not None for v in stats):
+                raise bad(f'column "{c}": count is 0 but statistics are given')
+            continue
+        if any(v is None for v in stats):
+            raise bad(f'column "{c}": a statistic is null although count is {col["count"]}')
+        if not col["min"] <= col["mean"] <= col["max"]:
+            raise bad(f'column "{c}": mean is outside [min, max]')
+        if not math.isclose(col["std"], math.sqrt(col["var"]), rel_tol=1e-9, abs_tol=1e-300):
+            raise bad(f'column "{c}": std is not sqrt(var)')
+        if col.get("running_updates", 0) > doc["num_batches_tracked"]:
+            raise bad(f'column "{c}": running_updates exceeds num_batches_tracked')

@@ -1,0 +1,69 @@
+"""Writers: a stream of Arrow record batches to a file (atomically) or stdout."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import BinaryIO
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path
+
+#: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
+PARQUET_ROW_GROUP_ROWS = 1 << 18
+
+
+def write_batches(
+    target: str, fmt: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]
+) -> int:
+    """Write every batch to ``target`` ("-" for stdout); return the row count."""
+    write = _WRITERS[fmt]
+    if target == "-":
+        out = sys.stdout.buffer
+        rows = write(out, schema, batches)
+        out.flush()
+        return rows
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        return write(f, schema, batches)
+
+
+def _write_parquet(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    float_types = (pa.float16(), pa.float32(), pa.float64())
+    dictionary = [fld.name for fld in schema if fld.type not in float_types]
+    rows = 0
+    held: list[pa.RecordBatch] = []
+    held_rows = 0
+    with pq.ParquetWriter(f, schema, compression="zstd", use_dictionary=dictionary) as w:
+        for batch in batches:
+            held.append(batch)
+            held_rows += batch.num_rows
+            rows += batch.num_rows
+            if held_rows >= PARQUET_ROW_GROUP_ROWS:
+                w.write_table(pa.Table.from_batches(held, schema), row_group_size=held_rows)
+                held, held_rows = [], 0
+        if held:
+            w.write_table(pa.Table.from_batches(held, schema), row_group_size=held_rows)
+    return rows
+
+
+def _write_csv(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    rows = 0
+    first = True
+    for batch in batches:
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        frame.write_csv(f, include_header=first)
+        first = False
+        rows += batch.num_rows
+    if first:  # no rows: still write the header
+        pl.DataFrame(schema=pl.from_arrow(schema.empty_table()).schema).write_csv(f)  # type: ignore[union-attr]
+    return rows
+
+
+_WRITERS: dict[str, Callable[[BinaryIO, pa.Schema, Iterable[pa.RecordBatch]], int]] = {
+    "csv": _write_csv,
+    "parquet": _write_parquet,
+}
