@@ -72,12 +72,18 @@ def _two_sum(a: float, b: float) -> tuple[float, float]:
 
 
 def from_values(values: np.ndarray, missing: int = 0) -> Moments:
-    """Moments of a 1-D float64 array of valid, finite values."""
+    """Moments of a 1-D float64 array of valid (non-NaN) values.
+
+    With an infinite value only n, min and max are meaningful (mean and m2 are
+    NaN): whether inf is an error or a missing value is the caller's policy.
+    """
     n = int(values.size)
     if n == 0:
         return Moments(missing=missing)
     lo = float(values.min())
     hi = float(values.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # +/-inf: the caller's policy decides
+        return Moments(n, missing, math.nan, 0.0, math.nan, lo, hi)
     if lo == hi:
         return Moments(n, missing, lo, 0.0, 0.0, lo, hi)
     _, exp = math.frexp(max(-lo, hi))

@@ -1,5 +1,10 @@
 """The versioned statistics file (design.md §3): JSON, validated by a schema.
 
+Beyond the fields design.md fixes, each column has ``mean_residual``: the exact
+mean is ``mean + mean_residual`` (two float64s), which keeps the centering of a
+column like ``1e9 + noise`` exact to the last bit of the noise. Readers that
+ignore it get the correctly rounded mean.
+
 Writing is atomic; loading validates the whole document against `SCHEMA` and
 then its internal consistency, so a file that was truncated, hand-edited into
 nonsense or written by a newer bnorm is refused with one line naming the file.
@@ -10,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
@@ -50,6 +54,7 @@ _COLUMN = {
         "count": _count,
         "null_count": _count,
         "mean": _num_or_null,
+        "mean_residual": _num_or_null,
         "var": {"type": ["number", "null"], "minimum": 0},
         "std": {"type": ["number", "null"], "minimum": 0},
         "min": _num_or_null,
@@ -108,6 +113,7 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
             "count": pop.n,
             "null_count": pop.missing,
             "mean": pop.mean,
+            "mean_residual": pop.mean_lo if pop.n else None,
             "var": var,
             "std": pop.std,
             "min": pop.min if pop.n else None,
@@ -122,7 +128,6 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         "format": FORMAT,
         "version": VERSION,
         "bnorm_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "batch_size": model.batch_size,
         "momentum": "cumulative" if model.momentum is None else model.momentum,
         "eps": model.eps,
@@ -202,6 +207,7 @@ def from_dict(doc: Any, source: str = "<statistics>") -> BatchNorm:
             n=n,
             missing=col["null_count"],
             mean_hi=col["mean"] if n else 0.0,
+            mean_lo=(col.get("mean_residual") or 0.0) if n else 0.0,
             m2=col["var"] * n if n else 0.0,
             min=col["min"] if n else math.nan,
             max=col["max"] if n else math.nan,
@@ -237,6 +243,8 @@ def _check_consistent(doc: dict[str, Any], source: str) -> None:
             raise bad(f'column "{c}": a statistic is null although count is {col["count"]}')
         if not col["min"] <= col["mean"] <= col["max"]:
             raise bad(f'column "{c}": mean is outside [min, max]')
+        if abs(col.get("mean_residual") or 0.0) > abs(col["mean"]) * 2.0**-52:
+            raise bad(f'column "{c}": mean_residual is larger than an ulp of mean')
         if not math.isclose(col["std"], math.sqrt(col["var"]), rel_tol=1e-9, abs_tol=1e-300):
             raise bad(f'column "{c}": std is not sqrt(var)')
         if col.get("running_updates", 0) > doc["num_batches_tracked"]:
