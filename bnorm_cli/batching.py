@@ -7,9 +7,14 @@ statistics must not depend on that, so every batch the engine sees has exactly
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import pyarrow as pa
+
+T = TypeVar("T")
 
 
 def exact_batches(pieces: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -46,3 +51,54 @@ def exact_batches(pieces: Iterable[pa.RecordBatch], batch_size: int) -> Iterator
 
 def _one_chunk(table: pa.Table) -> pa.RecordBatch:
     return table.combine_chunks().to_batches()[0]
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead.
+
+    Reading and decoding (pyarrow releases the GIL) then overlap with the
+    statistics of the previous batch. Memory grows by at most ``depth`` items;
+    an exception in the reader is re-raised here, in order.
+    """
+    done = object()
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # handed to the consumer
+            put(_Raised(e))
+
+    thread = threading.Thread(target=run, name="bnorm-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=1.0)
+
+
+class _Raised:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error

@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 
 from . import moments as mom
-from .batching import exact_batches
+from .batching import exact_batches, prefetch
 from .errors import DataError
 from .model import BatchNorm, Mode, Use
 from .readers import Source
@@ -37,7 +37,7 @@ def output_schema(schema: pa.Schema, columns: list[str], dtype: type[pl.DataType
 
 
 def _batches(source: Source, model: BatchNorm, progress: Progress) -> Iterator[pa.RecordBatch]:
-    for batch in exact_batches(source.pieces, model.batch_size):
+    for batch in prefetch(exact_batches(source.pieces, model.batch_size)):
         yield batch
         progress(batch.num_rows)
 
