@@ -53,55 +53,82 @@ class InfOpt(StrEnum):
 
 
 # -- shared options ------------------------------------------------------------
+# Help text is Rich markup: a literal "[" is written "\[" or Rich drops the bracketed text.
+_FORMAT_HELP = r"csv or parquet \[default: from the file name; csv for -]"
 Inputs = Annotated[
     list[str],
-    typer.Argument(help="Input files (Parquet or CSV); - reads stdin.", show_default=False),
+    typer.Argument(
+        help="Input files (Parquet or CSV); - reads stdin.", show_default=False, metavar="INPUT"
+    ),
 ]
-StatsOut = Annotated[str, typer.Option("-s", "--stats", help="Statistics file to write (JSON).")]
+StatsOut = Annotated[
+    str, typer.Option("-s", "--stats", help="Statistics file to write (JSON).", metavar="PATH")
+]
 StatsIn = Annotated[
-    str, typer.Option("-s", "--stats", help="Statistics file written by `bnorm fit`.")
+    str,
+    typer.Option("-s", "--stats", help="Statistics file written by `bnorm fit`.", metavar="PATH"),
 ]
-Output = Annotated[str, typer.Option("-o", "--output", help="Output file; - writes stdout.")]
-BatchSize = Annotated[int, typer.Option("-b", "--batch-size", help="Rows per mini-batch.")]
+Output = Annotated[
+    str, typer.Option("-o", "--output", help="Output file; - writes stdout.", metavar="PATH")
+]
+BatchSize = Annotated[
+    int, typer.Option("-b", "--batch-size", help="Rows per mini-batch.", metavar="N")
+]
 MomentumOpt = Annotated[
-    str, typer.Option("--momentum", help='Running-statistics momentum in [0, 1], or "cumulative".')
+    str,
+    typer.Option(
+        "--momentum",
+        help='Running-statistics momentum in [0, 1], or "cumulative".',
+        metavar="M",
+    ),
 ]
-Eps = Annotated[float, typer.Option("--eps", help="Added to the variance before the square root.")]
+Eps = Annotated[
+    float,
+    typer.Option("--eps", help="Added to the variance before the square root.", metavar="EPS"),
+]
 Columns = Annotated[
     list[str] | None,
     typer.Option(
         "-c",
         "--columns",
-        help="Columns to normalize, comma-separated [default: every numeric column].",
+        help=r"Columns to normalize, comma-separated \[default: every numeric column].",
+        metavar="COLS",
     ),
 ]
 Exclude = Annotated[
     list[str] | None,
-    typer.Option("-x", "--exclude", help="Columns to leave untouched, comma-separated."),
+    typer.Option(
+        "-x", "--exclude", help="Columns to leave untouched, comma-separated.", metavar="COLS"
+    ),
 ]
 Gamma = Annotated[
     list[str] | None,
     typer.Option(
-        "--gamma", help="Scale: a number for every column, or col=value (repeatable). [default: 1]"
+        "--gamma",
+        help=r"Scale: a number for every column, or col=value (repeatable) \[default: 1]",
+        metavar="[COL=]X",
     ),
 ]
 Beta = Annotated[
     list[str] | None,
     typer.Option(
-        "--beta", help="Shift: a number for every column, or col=value (repeatable). [default: 0]"
+        "--beta",
+        help=r"Shift: a number for every column, or col=value (repeatable) \[default: 0]",
+        metavar="[COL=]X",
     ),
 ]
 InputFormat = Annotated[
     str | None,
-    typer.Option("--input-format", help="csv or parquet [default: from the file name; csv for -]"),
+    typer.Option("--input-format", help=_FORMAT_HELP, metavar="FORMAT"),
 ]
 OutputFormat = Annotated[
     str | None,
-    typer.Option("--output-format", help="csv or parquet [default: from the file name; csv for -]"),
+    typer.Option("--output-format", help=_FORMAT_HELP, metavar="FORMAT"),
 ]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Type of the normalized columns.")]
 ReportPath = Annotated[
-    str | None, typer.Option("--report", help="Also write the report to a .md or .json file.")
+    str | None,
+    typer.Option("--report", help="Also write the report to a .md or .json file.", metavar="PATH"),
 ]
 Quiet = Annotated[
     bool,
@@ -310,7 +337,9 @@ def transform(
         bool, typer.Option("--inverse", help="Map normalized data back to the original units.")
     ] = False,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
-    eps: Annotated[float | None, typer.Option("--eps", help="Override the saved eps.")] = None,
+    eps: Annotated[
+        float | None, typer.Option("--eps", help="Override the saved eps.", metavar="EPS")
+    ] = None,
     columns: Columns = None,
     exclude: Exclude = None,
     gamma: Gamma = None,
@@ -365,7 +394,10 @@ def normalize(
         ),
     ] = ModeOpt.batch,
     stats: Annotated[
-        str | None, typer.Option("-s", "--stats", help="Also save the tracked statistics here.")
+        str | None,
+        typer.Option(
+            "-s", "--stats", help="Also save the tracked statistics here.", metavar="PATH"
+        ),
     ] = None,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     momentum: MomentumOpt = "0.1",
