@@ -347,7 +347,14 @@ def transform(
     input_format: InputFormat = None,
     output_format: OutputFormat = None,
     dtype: DTypeOpt = DType.float64,
-    inf: Inf = InfOpt.error,
+    inf: Annotated[
+        InfOpt | None,
+        typer.Option(
+            "--inf",
+            help="+/-inf in a normalized column: stop with an error, or treat as missing."
+            r" \[default: as fitted]",
+        ),
+    ] = None,
     report_path: ReportPath = None,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -359,7 +366,8 @@ def transform(
     with _handled(debug):
         model = stats_file.load(stats)
         model.batch_size = BatchNorm(batch_size=batch_size).batch_size
-        model.inf = inf.value
+        if inf is not None:
+            model.inf = inf.value
         if eps is not None:
             model.eps = BatchNorm(eps=eps).eps
         _subset(model, _names(columns), _names(exclude))
@@ -464,6 +472,53 @@ def inspect(
             f"num_batches_tracked {model.num_batches_tracked_:,}",
             highlight=False,
         )
+
+
+class ExportTo(StrEnum):
+    torch = "torch"
+    sklearn = "sklearn"
+
+
+@app.command()
+def export(
+    stats: Annotated[str, typer.Argument(help="Statistics file.", show_default=False)],
+    to: Annotated[
+        ExportTo,
+        typer.Option(
+            "--to",
+            help="torch: BatchNorm1d state_dict (safetensors); sklearn: StandardScaler (JSON).",
+        ),
+    ],
+    output: Output,
+    columns: Columns = None,
+    debug: Debug = False,
+) -> None:
+    """Write the statistics as a PyTorch BatchNorm1d state_dict or a StandardScaler.
+
+    torch: load with `bn = torch.nn.BatchNorm1d(C, eps=EPS)` then
+    `bn.load_state_dict(safetensors.torch.load_file(PATH))`; in eval mode it
+    reproduces `transform --use running`. sklearn: see `bnorm_cli.export`.
+    """
+    from . import export as ex
+
+    with _handled(debug):
+        model = stats_file.load(stats)
+        chosen = ex.pick_columns(model, _names(columns))
+        if to is ExportTo.torch:
+            if output == "-":
+                raise UsageError("--to torch writes a binary file; give -o PATH, not -")
+            check_writable_target(output, [stats])
+            ex.save_torch(model, chosen, output)
+        else:
+            text = ex.sklearn_json(model, chosen)
+            if output == "-":
+                sys.stdout.write(text)
+            else:
+                check_writable_target(output, [stats])
+                from .atomic import atomic_path
+
+                with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                    f.write(text)
 
 
 # -- helpers -------------------------------------------------------------------
