@@ -20,6 +20,7 @@ from .atomic import check_writable_target
 from .errors import BnormError, DataError, UsageError, did_you_mean
 from .formats import infer_format
 from .model import DEFAULT_BATCH_SIZE, BatchNorm, is_numeric, resolve_per_column
+from .profile import Profile
 from .readers import Source, open_source
 
 app = typer.Typer(
@@ -120,6 +121,14 @@ Beta = Annotated[
 InputFormat = Annotated[
     str | None,
     typer.Option("--input-format", help=_FORMAT_HELP, metavar="FORMAT"),
+]
+Encoding = Annotated[
+    str,
+    typer.Option(
+        "--encoding",
+        help="Text encoding of CSV input, e.g. latin-1, cp1252, utf-16.",
+        metavar="ENCODING",
+    ),
 ]
 OutputFormat = Annotated[
     str | None,
@@ -231,10 +240,25 @@ def _per_column(values: list[str] | None, option: str) -> float | dict[str, floa
     return out["*"] if list(out) == ["*"] else out
 
 
-def _inputs(paths: list[str], fmt: str | None, model: BatchNorm, fitted: bool = False) -> Source:
+def _inputs(
+    paths: list[str],
+    fmt: str | None,
+    model: BatchNorm,
+    fitted: bool = False,
+    encoding: str = "utf-8",
+) -> Source:
     """Open every input; CSV columns to normalize are read as float64, the rest as text."""
+    import codecs
+
     if paths.count("-") > 1:
         raise UsageError("stdin (-) can be given only once")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UsageError(
+            f"--encoding {encoding!r}: unknown encoding; use a name such as utf-8, latin-1,"
+            " cp1252 or utf-16"
+        ) from None
 
     def numeric(schema: pa.Schema) -> list[str]:
         found = pipeline.polars_schema(schema)
@@ -245,7 +269,9 @@ def _inputs(paths: list[str], fmt: str | None, model: BatchNorm, fitted: bool = 
         return model.select_columns(found)
 
     sources = [
-        open_source(p, infer_format(p, fmt, "--input-format"), model.batch_size, numeric)
+        open_source(
+            p, infer_format(p, fmt, "--input-format"), model.batch_size, numeric, encoding
+        )
         for p in paths
     ]
     return _chain(sources)
@@ -272,13 +298,47 @@ def _dtype(d: DType) -> type[pl.DataType]:
     return pl.Float32 if d is DType.float32 else pl.Float64
 
 
-def _finish(rep: report.Report, report_path: str | None, quiet: bool) -> None:
+def _profile(report_path: str | None) -> Profile | None:
+    """What an HTML report needs, gathered during the pass (checked before it starts)."""
+    if not report.is_html(report_path):
+        return None
+    from .report_html import _pyplot
+
+    _pyplot()
+    return Profile()
+
+
+def _finish(
+    rep: report.Report,
+    report_path: str | None,
+    quiet: bool,
+    model: BatchNorm | None = None,
+    profile: Profile | None = None,
+) -> None:
     from . import console
 
-    if report_path:
+    if report_path and profile is not None and model is not None:
+        _write_html(rep, report_path, model, profile)
+    elif report_path:
         report.write(rep, report_path)
     if not quiet:
         console.show_report(rep)
+
+
+def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profile) -> None:
+    from .atomic import atomic_path
+    from .report_html import to_html
+
+    population = {}
+    for c, m in model.maps("population").items():
+        pop = model.population_[c]
+        population[c] = (pop.mean, pop.var)
+        if not profile.after(c).size:  # fit: the sample mapped with the final statistics
+            x = profile.before(c)
+            profile.set_after(c, ((x - m.center_hi) - m.center_lo) * m.scale + m.beta)
+    text = to_html(rep, profile, population)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _prepare_output(output: str, inputs: list[str], fmt: str | None) -> str:
@@ -301,6 +361,7 @@ def fit(
     gamma: Gamma = None,
     beta: Beta = None,
     input_format: InputFormat = None,
+    encoding: Encoding = "utf-8",
     inf: Inf = InfOpt.error,
     report_path: ReportPath = None,
     quiet: Quiet = False,
@@ -317,12 +378,14 @@ def fit(
         model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
         if report_path:
             report.check_report_path(report_path)
+        profile = _profile(report_path)
         check_writable_target(stats, inputs)
-        source = _inputs(inputs, input_format, model)
+        source = _inputs(inputs, input_format, model, encoding=encoding)
         with console.progress("fit", source.total_rows, quiet) as advance:
-            pipeline.fit(model, source, advance)
+            pipeline.fit(model, source, advance, profile)
         model.save(stats)
-        _finish(report.build("fit", source.name, model, model.rows_), report_path, quiet)
+        rep = report.build("fit", source.name, model, model.rows_)
+        _finish(rep, report_path, quiet, model, profile)
 
 
 @app.command()
@@ -345,6 +408,7 @@ def transform(
     gamma: Gamma = None,
     beta: Beta = None,
     input_format: InputFormat = None,
+    encoding: Encoding = "utf-8",
     output_format: OutputFormat = None,
     dtype: DTypeOpt = DType.float64,
     inf: Annotated[
@@ -374,8 +438,9 @@ def transform(
         _override(model, gamma, beta)
         if report_path:
             report.check_report_path(report_path)
+        profile = _profile(report_path)
         out_fmt = _prepare_output(output, [*inputs, stats], output_format)
-        source = _inputs(inputs, input_format, model, fitted=True)
+        source = _inputs(inputs, input_format, model, fitted=True, encoding=encoding)
         if inverse:
             for c, m in model.maps(use.value).items():
                 if m.scale == 0.0:
@@ -383,10 +448,11 @@ def transform(
         observed: dict[str, Any] = {}
         with console.progress("transform", source.total_rows, quiet) as advance:
             schema, batches = pipeline.transform(
-                model, source, use.value, _dtype(dtype), inverse, observed, advance
+                model, source, use.value, _dtype(dtype), inverse, observed, advance, profile
             )
             rows = write_batches(output, out_fmt, schema, batches)
-        _finish(report.build("transform", source.name, model, rows, observed), report_path, quiet)
+        rep = report.build("transform", source.name, model, rows, observed)
+        _finish(rep, report_path, quiet, model, profile)
 
 
 @app.command()
@@ -415,6 +481,7 @@ def normalize(
     gamma: Gamma = None,
     beta: Beta = None,
     input_format: InputFormat = None,
+    encoding: Encoding = "utf-8",
     output_format: OutputFormat = None,
     dtype: DTypeOpt = DType.float64,
     inf: Inf = InfOpt.error,
@@ -430,20 +497,20 @@ def normalize(
         model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
         if report_path:
             report.check_report_path(report_path)
+        profile = _profile(report_path)
         out_fmt = _prepare_output(output, inputs, output_format)
         if stats:
             check_writable_target(stats, inputs)
-        source = _inputs(inputs, input_format, model)
+        source = _inputs(inputs, input_format, model, encoding=encoding)
         with console.progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
-            schema, batches = pipeline.normalize(model, source, mode.value, _dtype(dtype), advance)
+            schema, batches = pipeline.normalize(
+                model, source, mode.value, _dtype(dtype), advance, profile
+            )
             write_batches(output, out_fmt, schema, batches)
         if stats:
             model.save(stats)
-        _finish(
-            report.build(f"normalize --mode {mode.value}", source.name, model, model.rows_),
-            report_path,
-            quiet,
-        )
+        rep = report.build(f"normalize --mode {mode.value}", source.name, model, model.rows_)
+        _finish(rep, report_path, quiet, model, profile)
 
 
 @app.command()
@@ -573,4 +640,28 @@ def _override(model: BatchNorm, gamma: list[str] | None, beta: list[str] | None)
 def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    app()
+    try:
+        app()
+        code: object = 0
+    except SystemExit as e:
+        code = e.code
+    _exit_now(code)
+
+
+def _exit_now(code: object) -> None:
+    """Flush stdout/stderr and leave without finalizing the interpreter.
+
+    After a failed or interrupted CSV read, a pyarrow I/O thread can still hold
+    the Python file object; finalizing the interpreter under it aborts the
+    process ("terminate called without an active exception", exit 134) instead
+    of exiting with bnorm's code. Every output file is closed by then.
+    """
+    import os
+
+    if isinstance(code, str):  # sys.exit("message")
+        sys.stderr.write(code + "\n")
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # e.g. a closed pipe: stop quietly
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)

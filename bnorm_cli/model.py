@@ -91,6 +91,7 @@ class BatchNorm:
         self.rows_ = 0
         self.num_batches_tracked_ = 0
         self.started_ = False
+        self.last_moments_: dict[str, mom.Moments] = {}
 
     @property
     def is_fitted(self) -> bool:
@@ -107,7 +108,7 @@ class BatchNorm:
                 )
         if self.columns is not None:
             for name in self.columns:
-                if not is_numeric(schema[name]):
+                if name not in self.exclude and not is_numeric(schema[name]):
                     raise UsageError(
                         f'--columns: column "{name}" is {schema[name]}, not numeric;'
                         " only numeric columns can be normalized"
@@ -254,6 +255,7 @@ class BatchNorm:
         statistics just updated by this batch.
         """
         moments = self.partial_fit(batch, rows)
+        self.last_moments_ = moments
         if mode == "running":
             maps = self.maps("running")
         else:

@@ -15,6 +15,7 @@ from . import moments as mom
 from .batching import exact_batches, prefetch
 from .errors import DataError
 from .model import BatchNorm, Mode, Use
+from .profile import Profile
 from .readers import Source
 
 Progress = Callable[[int], None]
@@ -60,14 +61,19 @@ def _in_batch(source: Source, model: BatchNorm, index: int, err: DataError) -> D
     return DataError(f"{source.name}: batch {index}: {err}")
 
 
-def fit(model: BatchNorm, source: Source, progress: Progress) -> None:
-    """One pass: population and running statistics."""
+def fit(
+    model: BatchNorm, source: Source, progress: Progress, profile: Profile | None = None
+) -> None:
+    """One pass: population and running statistics (and the report's profile)."""
     model.start(polars_schema(source.schema))
     for i, batch in enumerate(_batches(source, model, progress), 1):
+        frame = _numeric(batch, model.columns_)
         try:
-            model.partial_fit(_numeric(batch, model.columns_), batch.num_rows)
+            moments = model.partial_fit(frame, batch.num_rows)
         except DataError as e:
             raise _in_batch(source, model, i, e) from None
+        if profile is not None:
+            profile.add_batch(frame, None, moments, model.running_)
 
 
 def transform(
@@ -78,6 +84,7 @@ def transform(
     inverse: bool,
     observed: Observed,
     progress: Progress,
+    profile: Profile | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Inference mode with saved statistics; fills ``observed`` with the input's moments."""
     try:
@@ -102,13 +109,21 @@ def transform(
             for c, m in seen.items():
                 observed[c] = mom.merge(observed[c], m)
             rows += batch.num_rows
-            yield _replace(batch, apply_maps(frame, maps, dtype, inverse=inverse), schema)
+            out = apply_maps(frame, maps, dtype, inverse=inverse)
+            if profile is not None:
+                profile.add_batch(frame, out, seen, model.running_)
+            yield _replace(batch, out, schema)
 
     return schema, run()
 
 
 def normalize(
-    model: BatchNorm, source: Source, mode: Mode, dtype: type[pl.DataType], progress: Progress
+    model: BatchNorm,
+    source: Source,
+    mode: Mode,
+    dtype: type[pl.DataType],
+    progress: Progress,
+    profile: Profile | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """BN training mode, one pass: each batch updates the statistics, then is normalized."""
     model.start(polars_schema(source.schema))
@@ -121,6 +136,8 @@ def normalize(
                 out = model.train_step(frame, mode, dtype, batch.num_rows)
             except DataError as e:
                 raise _in_batch(source, model, i, e) from None
+            if profile is not None:
+                profile.add_batch(frame, out, model.last_moments_, model.running_)
             yield _replace(batch, out, schema)
 
     return schema, run()

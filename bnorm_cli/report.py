@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_writable_target
 from .errors import UsageError
 from .model import BatchNorm
 from .moments import Moments
@@ -102,11 +102,18 @@ def to_json(report: Report) -> str:
 
 
 RENDERERS = {".md": to_markdown, ".markdown": to_markdown, ".json": to_json}
+HTML_SUFFIXES = (".html", ".htm")
 
 
 def check_report_path(path: str) -> None:
-    if Path(path).suffix.lower() not in RENDERERS:
-        raise UsageError(f"--report {path}: use a .md or .json file name")
+    suffix = Path(path).suffix.lower()
+    if suffix not in RENDERERS and suffix not in HTML_SUFFIXES:
+        raise UsageError(f"--report {path}: use a .md, .json or .html file name")
+    check_writable_target(path)  # before the pass: a report that cannot be written fails early
+
+
+def is_html(path: str | None) -> bool:
+    return path is not None and Path(path).suffix.lower() in HTML_SUFFIXES
 
 
 def write(report: Report, path: str) -> None:

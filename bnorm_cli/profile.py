@@ -1,0 +1,96 @@
+"""What the HTML report plots, gathered during the one streaming pass.
+
+Bounded memory whatever the file size: a bottom-k sample of rows (each row gets
+a random key; the ``size`` rows with the smallest keys are kept, so "before"
+and "after" values of a row stay paired across columns), and one small record
+per batch and column for the running-statistics trace. No I/O, no plotting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from .engine import Running
+from .moments import Moments
+
+SAMPLE_ROWS = 20_000
+
+
+@dataclass
+class Trace:
+    """Per batch: the batch's mean and unbiased variance, then the running ones."""
+
+    batch_mean: list[float | None] = field(default_factory=list)
+    batch_var: list[float | None] = field(default_factory=list)
+    running_mean: list[float] = field(default_factory=list)
+    running_var: list[float] = field(default_factory=list)
+
+
+class Profile:
+    """Samples of input and output values, and running-statistics traces."""
+
+    def __init__(self, size: int = SAMPLE_ROWS, seed: int = 0) -> None:
+        self.columns: list[str] = []
+        self.size = size
+        self._rng = np.random.default_rng(seed)
+        self._keys = np.empty(0)
+        self._before: dict[str, np.ndarray] = {}
+        self._after: dict[str, np.ndarray] = {}
+        self.traces: dict[str, Trace] = {}
+
+    def _start(self, columns: list[str]) -> None:
+        self.columns = columns
+        self._before = {c: np.empty(0) for c in columns}
+        self._after = {c: np.empty(0) for c in columns}
+        self.traces = {c: Trace() for c in columns}
+
+    def add_batch(
+        self,
+        before: pl.DataFrame,
+        after: pl.DataFrame | None,
+        moments: dict[str, Moments] | None = None,
+        running: dict[str, Running] | None = None,
+    ) -> None:
+        """Account for one batch (``after``: its normalized columns, if any)."""
+        if not self.columns and before.width:
+            self._start(before.columns)
+        if moments is not None and running is not None:
+            for c in self.columns:
+                t, m, r = self.traces[c], moments[c], running[c]
+                t.batch_mean.append(m.mean)
+                t.batch_var.append(m.var_unbiased)
+                t.running_mean.append(r.mean)
+                t.running_var.append(r.var)
+        keys = self._rng.random(before.height)
+        threshold = (
+            np.partition(self._keys, self.size - 1)[self.size - 1]
+            if self._keys.size >= self.size
+            else 1.0
+        )
+        take = np.flatnonzero(keys < threshold)
+        if take.size == 0:
+            return
+        all_keys = np.concatenate([self._keys, keys[take]])
+        keep = np.argsort(all_keys, kind="stable")[: self.size]
+        self._keys = all_keys[keep]
+        for c in self.columns:
+            new = before.get_column(c).cast(pl.Float64).to_numpy()[take]
+            self._before[c] = np.concatenate([self._before[c], new])[keep]
+            if after is not None:
+                out = after.get_column(c).cast(pl.Float64).to_numpy()[take]
+                self._after[c] = np.concatenate([self._after[c], out])[keep]
+
+    def before(self, column: str) -> np.ndarray:
+        """Sampled input values (NaN for missing)."""
+        return self._before.get(column, np.empty(0))
+
+    def after(self, column: str) -> np.ndarray:
+        """Sampled output values, paired with `before` (empty if none were given)."""
+        return self._after.get(column, np.empty(0))
+
+    def set_after(self, column: str, values: np.ndarray) -> None:
+        """Outputs computed after the pass (fit: the sample mapped with the final statistics)."""
+        self._after[column] = values
