@@ -269,9 +269,7 @@ def _inputs(
         return model.select_columns(found)
 
     sources = [
-        open_source(
-            p, infer_format(p, fmt, "--input-format"), model.batch_size, numeric, encoding
-        )
+        open_source(p, infer_format(p, fmt, "--input-format"), model.batch_size, numeric, encoding)
         for p in paths
     ]
     return _chain(sources)
@@ -364,6 +362,9 @@ def fit(
     encoding: Encoding = "utf-8",
     inf: Inf = InfOpt.error,
     report_path: ReportPath = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout (for scripts).")
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -386,6 +387,9 @@ def fit(
         model.save(stats)
         rep = report.build("fit", source.name, model, model.rows_)
         _finish(rep, report_path, quiet, model, profile)
+        if as_json:
+            summary = {"stats": stats, **json.loads(report.to_json(rep))}
+            sys.stdout.write(json.dumps(summary, indent=2) + "\n")
 
 
 @app.command()
