@@ -11,6 +11,7 @@ from typing import Protocol
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,16 +34,19 @@ class Advance(Protocol):
 
 
 def error(message: str) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    # escape: a message quotes file names and cell values, which may look like markup ("[/x]")
+    stderr.print(
+        f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True, highlight=False
+    )
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    stderr.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def show_report(report: Report) -> None:
     table = Table(
-        title=f"bnorm {report.command}: {report.source}",
+        title=f"bnorm {report.command}: {escape(report.source)}",
         caption=f"{report.rows:,} rows, {report.batches:,} batches",
         title_style="bold",
         box=box.SIMPLE_HEAD,
@@ -51,7 +55,7 @@ def show_report(report: Report) -> None:
         table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
     for r in report.columns:
         table.add_row(
-            r.column,
+            escape(r.column),
             fmt(r.count),
             fmt(r.nulls),
             fmt(r.mean),

@@ -92,6 +92,7 @@ class BatchNorm:
         self.num_batches_tracked_ = 0
         self.started_ = False
         self.last_moments_: dict[str, mom.Moments] = {}
+        self._shifts: dict[str, float] = {}  # per column: the last batch mean (moments.py)
 
     @property
     def is_fitted(self) -> bool:
@@ -169,8 +170,15 @@ class BatchNorm:
 
     def batch_moments(self, batch: pl.DataFrame, first_row: int = 0) -> dict[str, mom.Moments]:
         """Per-column moments of one batch (valid values only; see moments.py)."""
+        fast = mom.frame_moments(batch, self.columns_, self._shifts)
         out: dict[str, mom.Moments] = {}
         for c in self.columns_:
+            quick = fast[c]
+            if quick is not None:
+                out[c] = quick
+                if quick.n:
+                    self._shifts[c] = quick.mean_hi  # the next batch sums around this mean
+                continue
             values = batch.get_column(c).cast(pl.Float64).to_numpy()
             nan = np.isnan(values)
             missing = int(nan.sum())
@@ -179,6 +187,8 @@ class BatchNorm:
             if m.n and not (math.isfinite(m.min) and math.isfinite(m.max)):
                 m = self._handle_inf(c, values, first_row, missing)
             out[c] = m
+            if m.n and math.isfinite(m.mean_hi):
+                self._shifts[c] = m.mean_hi
         return out
 
     def _handle_inf(

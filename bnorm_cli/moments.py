@@ -22,9 +22,11 @@ This module is the single home of the numeric rules (design.md §2):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 # Scale by a power of two only when squares or sums could leave float64's range.
 _SCALE_ABOVE_EXP = 500
@@ -124,3 +126,61 @@ def merge(a: Moments, b: Moments) -> Moments:
     hi, lo = _two_sum(hi, err + a.mean_lo)
     m2 = a.m2 + b.m2 + delta * (delta * (a.n * w))
     return Moments(n, missing, hi, lo, m2, min(a.min, b.min), max(a.max, b.max))
+
+
+#: The one-pass sums are trusted while sum((x-s)^2) <= this * m2: beyond it the
+#: shift s was far from the mean (in standard deviations) and cancellation could
+#: cost more than ~1e-13 of the variance, so the batch is redone in two passes.
+_MAX_SHIFT_RATIO = 1e3
+
+
+def frame_moments(
+    frame: pl.DataFrame, columns: Sequence[str], shifts: Mapping[str, float]
+) -> dict[str, Moments | None]:
+    """Moments of several columns of one batch in one multi-threaded polars pass.
+
+    Sums are taken around a per-column shift ``s`` (a recent mean): ``mean = s +
+    S1/n`` and ``m2 = S2 - S1^2/n`` with ``S1 = sum(x-s)``, ``S2 = sum((x-s)^2)``.
+    ``None`` marks a column this fast path cannot vouch for (shift too far from
+    the mean, magnitudes needing scaling, +/-inf): the caller computes it with
+    `from_values`, the exact two-pass path. Deterministic: ``frame`` is one chunk
+    and an eager select over one chunk does not depend on the thread count.
+    """
+    exprs = []
+    for i, c in enumerate(columns):
+        x = pl.col(c).cast(pl.Float64).fill_nan(None)
+        d = x - shifts.get(c, 0.0)
+        exprs += [
+            x.count().alias(f"n{i}"),
+            x.null_count().alias(f"m{i}"),
+            x.min().alias(f"lo{i}"),
+            x.max().alias(f"hi{i}"),
+            d.sum().alias(f"s{i}"),
+            (d * d).sum().alias(f"q{i}"),
+        ]
+    row = frame.select(exprs).row(0) if exprs else ()
+    out: dict[str, Moments | None] = {}
+    for i, c in enumerate(columns):
+        n, missing, lo, hi, s1, s2 = row[6 * i : 6 * i + 6]
+        out[c] = _from_sums(n, missing, lo, hi, s1, s2, shifts.get(c, 0.0))
+    return out
+
+
+def _from_sums(
+    n: int, missing: int, lo: float | None, hi: float | None, s1: float, s2: float, shift: float
+) -> Moments | None:
+    if n == 0 or lo is None or hi is None:
+        return Moments(missing=missing)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    if lo == hi:
+        return Moments(n, missing, lo, 0.0, 0.0, lo, hi)
+    _, exp = math.frexp(max(-lo, hi, abs(shift)))
+    if exp > _SCALE_ABOVE_EXP or exp < _SCALE_BELOW_EXP or not math.isfinite(s2):
+        return None
+    corr = s1 / n
+    m2 = s2 - s1 * corr
+    if m2 <= 0.0 or s2 > _MAX_SHIFT_RATIO * m2:
+        return None
+    mean_hi, mean_lo = _two_sum(shift, corr)
+    return Moments(n, missing, mean_hi, mean_lo, m2, lo, hi)

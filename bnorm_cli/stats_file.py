@@ -153,6 +153,23 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    """JSON numbers beyond the float64 range (1e999) would load as inf: refuse them."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is outside the float64 range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    """Integers must fit int64 (counts) and float64 (statistics written without a point)."""
+    value = int(text)
+    if abs(value) >= 2**63:
+        shown = text if len(text) <= 30 else text[:27] + "..."
+        raise ValueError(f"integer {shown} is too large")
+    return value
+
+
 def load(path: str | os.PathLike[str]) -> BatchNorm:
     """Read and validate a statistics file."""
     try:
@@ -163,8 +180,13 @@ def load(path: str | os.PathLike[str]) -> BatchNorm:
     except (OSError, UnicodeDecodeError) as e:
         raise StatsFileError(f"{path}: cannot read statistics file ({e})") from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as e:
+        doc = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+        )
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise StatsFileError(
             f"{path}: not a valid statistics file (JSON error: {e}); re-create it with `bnorm fit`"
         ) from None
@@ -173,7 +195,12 @@ def load(path: str | os.PathLike[str]) -> BatchNorm:
 
 def from_dict(doc: Any, source: str = "<statistics>") -> BatchNorm:
     """Validate a parsed statistics document and build the fitted model."""
-    if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("version") != VERSION:
+    if (
+        isinstance(doc, dict)
+        and doc.get("format") == FORMAT
+        and "version" in doc  # a missing version is reported by the schema
+        and doc["version"] != VERSION
+    ):
         raise StatsFileError(
             f"{source}: statistics file version {doc.get('version')!r} is not supported by this"
             f" bnorm (it reads version {VERSION}); upgrade bnorm, or re-create the file"

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
+from .errors import OutputError
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
 PARQUET_ROW_GROUP_ROWS = 1 << 18
@@ -21,13 +22,46 @@ def write_batches(
 ) -> int:
     """Write every batch to ``target`` ("-" for stdout); return the row count."""
     write = _WRITERS[fmt]
+    if fmt == "csv":
+        _check_csv_types(schema, "<stdout>" if target == "-" else target)
     if target == "-":
         out = sys.stdout.buffer
         rows = write(out, schema, batches)
         out.flush()
         return rows
-    with atomic_path(target) as tmp, open(tmp, "wb") as f:
-        return write(f, schema, batches)
+    try:
+        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+            return write(f, schema, batches)
+    except OSError as e:  # disk full, file size limit, ...: the temporary file is gone
+        reason = e.strerror or " ".join(str(e).split())
+        raise OutputError(
+            f"{target}: cannot write the output ({reason}); make room on the disk or"
+            " choose another -o path"
+        ) from None
+
+
+def _check_csv_types(schema: pa.Schema, where: str) -> None:
+    """Refuse, before writing anything, columns that CSV text cannot hold."""
+    for field in schema:
+        t = field.type
+        if isinstance(t, pa.ExtensionType):
+            t = t.storage_type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if (
+            pa.types.is_nested(t)
+            or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+            or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_binary_view(t)
+            or pa.types.is_duration(t)
+            or pa.types.is_interval(t)
+            or pa.types.is_decimal256(t)
+        ):
+            raise OutputError(
+                f'{where}: column "{field.name}" is {field.type}, which CSV cannot hold;'
+                " write Parquet instead (a .parquet output name, or --output-format parquet)"
+            )
 
 
 def _write_parquet(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
