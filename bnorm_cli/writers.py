@@ -11,17 +11,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
+from .batching import prefetch
 from .errors import OutputError
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
-PARQUET_ROW_GROUP_ROWS = 1 << 18
+PARQUET_ROW_GROUP_ROWS = 1 << 17
 
 
 def write_batches(
     target: str, fmt: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]
 ) -> int:
-    """Write every batch to ``target`` ("-" for stdout); return the row count."""
+    """Write every batch to ``target`` ("-" for stdout); return the row count.
+
+    The batches are produced (read, normalized) in a background thread while
+    this one encodes and compresses: both release the GIL for their heavy parts.
+    """
     write = _WRITERS[fmt]
+    batches = prefetch(batches)
     if fmt == "csv":
         _check_csv_types(schema, "<stdout>" if target == "-" else target)
     if target == "-":
