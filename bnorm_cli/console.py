@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .report import HEADERS, Report, fmt
+from .report import HEADERS, Report, cells
 
 stderr = Console(stderr=True, highlight=False)
 if not stderr.is_terminal:  # a log file or a pipe: do not squeeze the table to 80 columns
@@ -54,17 +54,8 @@ def show_report(report: Report) -> None:
     for i, h in enumerate(HEADERS):
         table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
     for r in report.columns:
-        table.add_row(
-            escape(r.column),
-            fmt(r.count),
-            fmt(r.nulls),
-            fmt(r.mean),
-            fmt(r.std),
-            fmt(r.min),
-            fmt(r.max),
-            fmt(r.running_mean),
-            fmt(r.running_std),
-        )
+        name, *numbers = cells(r)
+        table.add_row(escape(name), *numbers)
     stderr.print(table)
 
 

@@ -74,12 +74,32 @@ def build(
     return Report(command, source, rows, -(-rows // model.batch_size), columns)
 
 
-def fmt(value: float | int | None) -> str:
+def fmt(value: float | int | None, resolution: float | None = None) -> str:
+    """A number for people: 6 significant digits, more when ``value`` must show
+    differences as small as ``resolution`` (a column at 1e6 with std 0.01)."""
     if value is None:
         return "-"
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:.6g}"
+    digits = 6
+    if resolution and value and math.isfinite(value) and math.isfinite(resolution):
+        digits = min(17, max(6, 3 + math.ceil(math.log10(abs(value) / resolution))))
+    return f"{value:.{digits}g}"
+
+
+def cells(row: Row) -> list[str]:
+    """The report row as text, in `HEADERS` order (shared by every renderer)."""
+    return [
+        row.column,
+        fmt(row.count),
+        fmt(row.nulls),
+        fmt(row.mean, row.std),
+        fmt(row.std),
+        fmt(row.min, row.std),
+        fmt(row.max, row.std),
+        fmt(row.running_mean, row.running_std),
+        fmt(row.running_std),
+    ]
 
 
 def to_markdown(report: Report) -> str:
@@ -92,8 +112,7 @@ def to_markdown(report: Report) -> str:
         "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
     ]
     for r in report.columns:
-        cells = [r.column, *(fmt(v) for v in list(asdict(r).values())[1:])]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import UsageError
 from .profile import Profile
-from .report import HEADERS, Report, fmt
+from .report import HEADERS, Report, cells
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem;color:#222}
@@ -101,9 +101,7 @@ def to_html(
     head = "".join(f"<th>{esc(h)}</th>" for h in HEADERS)
     rows = []
     for r in report.columns:
-        numbers = [r.count, r.nulls, r.mean, r.std, r.min, r.max, r.running_mean, r.running_std]
-        cells = [esc(r.column), *(esc(fmt(v)) for v in numbers)]
-        rows.append("<tr>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
+        rows.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells(r)) + "</tr>")
     figures = [
         f'<h2>{esc(r.column)}</h2><img alt="{esc(r.column)}: histograms and running statistics" '
         f'src="{column_figure(r, profile, population.get(r.column, (None, None)))}">'
