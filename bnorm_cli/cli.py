@@ -321,6 +321,8 @@ def _finish(
         report.write(rep, report_path)
     if not quiet:
         console.show_report(rep)
+        for message in model.warnings_ if model is not None else []:
+            console.warn(message)
 
 
 def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profile) -> None:

@@ -93,6 +93,7 @@ class BatchNorm:
         self.started_ = False
         self.last_moments_: dict[str, mom.Moments] = {}
         self._shifts: dict[str, float] = {}  # per column: the last batch mean (moments.py)
+        self.warnings_: list[str] = []
 
     @property
     def is_fitted(self) -> bool:
@@ -189,7 +190,19 @@ class BatchNorm:
             out[c] = m
             if m.n and math.isfinite(m.mean_hi):
                 self._shifts[c] = m.mean_hi
+        self._check_integer_range(batch, out)
         return out
+
+    def _check_integer_range(self, batch: pl.DataFrame, moments: dict[str, mom.Moments]) -> None:
+        """Integers beyond 2^53 are rounded to float64 (the policy); say so once."""
+        for c, m in moments.items():
+            if m.n and batch.schema[c].is_integer() and max(-m.min, m.max) > 2.0**53:
+                msg = (
+                    f'column "{c}": integers beyond 2^53 are rounded to the nearest float64'
+                    " before normalizing; exclude it with -x if exact integers matter"
+                )
+                if msg not in self.warnings_:
+                    self.warnings_.append(msg)
 
     def _handle_inf(
         self, column: str, values: np.ndarray, first_row: int, missing: int

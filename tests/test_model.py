@@ -271,3 +271,10 @@ def test_column_selection_and_errors() -> None:
 def test_invalid_parameters(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         BatchNorm(**kwargs)  # type: ignore[arg-type]
+
+
+def test_integers_beyond_2_53_are_rounded_with_a_warning() -> None:
+    frame = pl.DataFrame({"big": [2**60, 2**60 + 1, 3], "small": [1, 2, 3]})
+    model = BatchNorm(batch_size=2).fit(frame)
+    assert len(model.warnings_) == 1 and '"big"' in model.warnings_[0]
+    assert model.population_["big"].max == float(2**60)
