@@ -21,9 +21,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from click.testing import Result
 from polars.testing import assert_frame_equal, assert_series_equal
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import bnorm_cli
 from bnorm_cli import readers
