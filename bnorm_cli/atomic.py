@@ -27,7 +27,7 @@ def check_writable_target(target: str | os.PathLike[str], inputs: Sequence[str] 
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: directory {parent} is not writable; choose another -o path")
+        raise OutputError(f"{path}: directory {parent} is not writable; choose another output path")
     for inp in inputs:
         if inp != "-" and _same_file(path, Path(inp)):
             raise OutputError(
@@ -51,6 +51,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[str]:
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.bnorm-", suffix=TMP_SUFFIX, dir=parent)
     os.close(fd)
+    _pending.add(tmp)
     try:
         yield tmp
         _keep_mode(path, tmp)
@@ -59,6 +60,19 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        _pending.discard(tmp)
+
+
+#: Temporary files of the `atomic_path` blocks under way (for `remove_pending`).
+_pending: set[str] = set()
+
+
+def remove_pending() -> None:
+    """Delete every temporary file still being written: a signal is ending the process."""
+    for tmp in list(_pending):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _keep_mode(path: Path, tmp: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -19,9 +20,10 @@ from . import __version__, pipeline, report, stats_file
 from .atomic import check_writable_target
 from .errors import BnormError, DataError, UsageError, did_you_mean
 from .formats import infer_format
+from .inputs import InputFile, expand_inputs, input_paths, with_partitions
 from .model import DEFAULT_BATCH_SIZE, BatchNorm, is_numeric, resolve_per_column
 from .profile import Profile
-from .readers import Source, open_source
+from .readers import Selector, Source, count_rows, open_source
 
 app = typer.Typer(
     name="bnorm",
@@ -55,11 +57,13 @@ class InfOpt(StrEnum):
 
 # -- shared options ------------------------------------------------------------
 # Help text is Rich markup: a literal "[" is written "\[" or Rich drops the bracketed text.
-_FORMAT_HELP = r"csv or parquet \[default: from the file name; csv for -]"
+_FORMAT_HELP = r"csv, tsv, parquet, ipc or ndjson \[default: from the file name; csv for -]"
 Inputs = Annotated[
     list[str],
     typer.Argument(
-        help="Input files (Parquet or CSV); - reads stdin.", show_default=False, metavar="INPUT"
+        help="Input files, globs or directories, read as one dataset; - reads stdin.",
+        show_default=False,
+        metavar="INPUT",
     ),
 ]
 StatsOut = Annotated[
@@ -172,11 +176,62 @@ def _root(
 
 # -- error handling ------------------------------------------------------------
 class Terminated(BaseException):
-    """SIGTERM, turned into an exception so temporary files are removed."""
+    """A termination request raised as an exception (exit 143).
+
+    The `bnorm` process itself handles SIGTERM/SIGINT in `_on_signal`, which exits at once.
+    """
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
+def _on_signal(signum: int, frame: object) -> None:
+    """The Python-level SIGINT/SIGTERM handler (runs in the main thread)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _stop(signum)
+
+
+def _watch_signals() -> None:
+    """Act on SIGINT/SIGTERM even while the main thread is blocked in native code.
+
+    Python runs signal handlers in the main thread only, between bytecodes: blocked
+    inside pyarrow (waiting for input on a pipe, say) it would not see a signal until
+    the call returns. The C-level handler writes the signal number to the wakeup fd
+    at once; this thread reads it and stops the process.
+    """
+    import os
+    import threading
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            for signum in os.read(read_end, 16):
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    _stop(signum)
+
+    threading.Thread(target=watch, name="bnorm-signals", daemon=True).start()
+
+
+def _stop(signum: int) -> None:
+    """Remove the temporary outputs and exit at once, quietly: 130 (SIGINT), 143 (SIGTERM).
+
+    Exiting here rather than raising an exception to unwind is deterministic: an
+    exception raised by a signal handler inside a library callback (polars calls
+    back into Python) can come out as another error, with a traceback, and a second
+    signal could interrupt the cleanup. A partial target never exists: outputs are
+    renamed into place only when complete.
+    """
+    import os
+
+    from .atomic import remove_pending
+
+    remove_pending()
+    with contextlib.suppress(Exception):
+        if sys.stderr.isatty():  # a progress bar may have hidden the cursor
+            sys.stderr.write("\x1b[?25h\n")
+            sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 @contextlib.contextmanager
@@ -268,28 +323,57 @@ def _inputs(
             return [c for c in found.names() if c in model.columns and c not in model.exclude]
         return model.select_columns(found)
 
-    sources = [
-        open_source(p, infer_format(p, fmt, "--input-format"), model.batch_size, numeric, encoding)
-        for p in paths
-    ]
-    return _chain(sources)
+    files = expand_inputs(paths, fmt)
+
+    def open_file(f: InputFile, select: Selector) -> Source:
+        source = open_source(f.path, f.fmt, model.batch_size, select, encoding)
+        return with_partitions(source, f.partitions)
+
+    first = open_file(files[0], numeric)
+    # Later CSV/NDJSON files read as numbers the columns the first one does, even one
+    # that is empty throughout a later file's first block.
+    floats = [f.name for f in first.schema if pa.types.is_float64(f.type)]
+
+    def like_first(schema: pa.Schema) -> list[str]:
+        return [c for c in floats if c in schema.names]
+
+    later = [functools.partial(open_file, f, like_first) for f in files[1:]]
+    return _chain(first, later, _total_rows(first, files[1:]))
 
 
-def _chain(sources: list[Source]) -> Source:
-    """Several inputs read as one dataset; batches run across file boundaries."""
-    if len(sources) == 1:
-        return sources[0]
-    first = sources[0]
-    for s in sources[1:]:
-        if not s.schema.equals(first.schema):
-            raise DataError(
-                f"{s.name}: its columns or types differ from {first.name}'s; inputs read as one"
-                " dataset must have the same schema"
-            )
-    totals = [s.total_rows for s in sources]
-    total = None if any(t is None for t in totals) else sum(t for t in totals if t is not None)
-    name = f"{first.name} (+{len(sources) - 1} more)"
-    return Source(name, first.schema, total, (b for s in sources for b in s.pieces))
+def _total_rows(first: Source, later: Sequence[InputFile]) -> int | None:
+    """The row count of every input together, when metadata tells it (for the progress bar)."""
+    total = first.total_rows
+    for f in later:
+        if total is None or f.path == "-":
+            return None
+        rows = count_rows(f.path, f.fmt)
+        total = None if rows is None else total + rows
+    return total
+
+
+def _chain(first: Source, later: Sequence[Callable[[], Source]], total: int | None) -> Source:
+    """Several inputs read as one dataset; batches run across file boundaries.
+
+    Later inputs are opened one at a time, when the batches reach them, so memory
+    and open files stay bounded however many files a directory or glob holds.
+    """
+    if not later:
+        return first
+
+    def pieces() -> Iterator[pa.RecordBatch]:
+        yield from first.pieces
+        for open_next in later:
+            s = open_next()
+            if not s.schema.equals(first.schema):
+                raise DataError(
+                    f"{s.name}: its columns or types differ from {first.name}'s; inputs read as"
+                    " one dataset must have the same schema"
+                )
+            yield from s.pieces
+
+    name = f"{first.name} (+{len(later)} more)"
+    return Source(name, first.schema, total, pieces())
 
 
 def _dtype(d: DType) -> type[pl.DataType]:
@@ -344,7 +428,7 @@ def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profil
 def _prepare_output(output: str, inputs: list[str], fmt: str | None) -> str:
     out_fmt = infer_format(output, fmt, "--output-format")
     if output != "-":
-        check_writable_target(output, inputs)
+        check_writable_target(output, input_paths(inputs))
     return out_fmt
 
 
@@ -382,7 +466,7 @@ def fit(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        check_writable_target(stats, inputs)
+        check_writable_target(stats, input_paths(inputs))
         source = _inputs(inputs, input_format, model, encoding=encoding)
         with console.progress("fit", source.total_rows, quiet) as advance:
             pipeline.fit(model, source, advance, profile)
@@ -451,14 +535,16 @@ def transform(
             for c, m in model.maps(use.value).items():
                 if m.scale == 0.0:
                     raise UsageError(f'--inverse: column "{c}" has gamma 0; it cannot be inverted')
-        observed: dict[str, Any] = {}
+        wanted = report_path is not None or not quiet
+        observed: dict[str, Any] | None = {} if wanted else None
         with console.progress("transform", source.total_rows, quiet) as advance:
             schema, batches = pipeline.transform(
                 model, source, use.value, _dtype(dtype), inverse, observed, advance, profile
             )
             rows = write_batches(output, out_fmt, schema, batches)
-        rep = report.build("transform", source.name, model, rows, observed)
-        _finish(rep, report_path, quiet, model, profile)
+        if observed is not None:
+            rep = report.build("transform", source.name, model, rows, observed)
+            _finish(rep, report_path, quiet, model, profile)
 
 
 @app.command()
@@ -506,7 +592,7 @@ def normalize(
         profile = _profile(report_path)
         out_fmt = _prepare_output(output, inputs, output_format)
         if stats:
-            check_writable_target(stats, inputs)
+            check_writable_target(stats, input_paths(inputs))
         source = _inputs(inputs, input_format, model, encoding=encoding)
         with console.progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
             schema, batches = pipeline.normalize(
@@ -645,7 +731,10 @@ def _override(model: BatchNorm, gamma: list[str] | None, beta: list[str] | None)
 
 def main() -> None:
     """Console-script entry point."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    pa.enable_signal_handlers(False)  # pyarrow's own handler would keep signals from ours
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    _watch_signals()
     try:
         app()
         code: object = 0

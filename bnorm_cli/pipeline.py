@@ -82,19 +82,23 @@ def transform(
     use: Use,
     dtype: type[pl.DataType],
     inverse: bool,
-    observed: Observed,
+    observed: Observed | None,
     progress: Progress,
     profile: Profile | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """Inference mode with saved statistics; fills ``observed`` with the input's moments."""
+    """Inference mode with saved statistics; fills ``observed`` with the input's moments.
+
+    With ``observed`` None (no report wanted) only the +/-inf policy is checked,
+    which is cheaper than the moments.
+    """
     try:
         model.check_schema(polars_schema(source.schema))
     except DataError as e:
         raise DataError(f"{source.name}: {e}") from None
     schema = output_schema(source.schema, model.columns_, dtype)
     maps = model.maps(use)
-    for c in model.columns_:
-        observed[c] = mom.Moments()
+    if observed is not None:
+        observed.update({c: mom.Moments() for c in model.columns_})
 
     def run() -> Iterator[pa.RecordBatch]:
         from .engine import apply_maps
@@ -102,12 +106,15 @@ def transform(
         rows = 0
         for i, batch in enumerate(_batches(source, model, progress), 1):
             frame = _numeric(batch, model.columns_)
+            seen = None
             try:
-                seen = model.batch_moments(frame, first_row=rows)
+                if observed is not None or profile is not None or _has_inf(frame):
+                    seen = model.batch_moments(frame, first_row=rows)
             except DataError as e:
                 raise _in_batch(source, model, i, e) from None
-            for c, m in seen.items():
-                observed[c] = mom.merge(observed[c], m)
+            if observed is not None and seen is not None:
+                for c, m in seen.items():
+                    observed[c] = mom.merge(observed[c], m)
             rows += batch.num_rows
             out = apply_maps(frame, maps, dtype, inverse=inverse)
             if profile is not None:
@@ -115,6 +122,13 @@ def transform(
             yield _replace(batch, out, schema)
 
     return schema, run()
+
+
+def _has_inf(frame: pl.DataFrame) -> bool:
+    if not frame.width:
+        return False
+    found = frame.select(pl.any_horizontal(pl.all().cast(pl.Float64).is_infinite().any()))
+    return bool(found.item())
 
 
 def normalize(

@@ -2,14 +2,20 @@
 
 Memory stays bounded by the batch size: Parquet is read with
 ``pre_buffer=False`` (with pre-buffering pyarrow holds the whole file, Arrow
-GH-39808) and CSV by pyarrow's streaming reader in byte blocks. Batches come in
-whatever sizes the reader likes; `batching.exact_batches` cuts them to N rows.
+GH-39808), CSV/TSV and NDJSON (plain or ``.gz``/``.zst``/``.bz2``) by pyarrow's
+streaming readers in byte blocks, Arrow IPC batch by batch (a file memory-mapped).
+Batches come in whatever sizes the reader likes; `batching.exact_batches` cuts
+them to N rows.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
+import os
 import re
+import select
+import stat
 import sys
 import weakref
 from collections.abc import Callable, Collection, Iterator
@@ -18,9 +24,11 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from .errors import DataError
+from .formats import compression_of
 
 CSV_BLOCK_SIZE = 4 << 20
 PARQUET_BUFFER_SIZE = 1 << 20
@@ -100,15 +108,27 @@ def _open_parquet(
 class _Recorder(io.RawIOBase):
     """A read-only stream that keeps what it has read, so it can be read again.
 
-    CSV types are inferred by a first reader from the first block(s); a second
-    reader, told the column types, then reads the recorded bytes followed by the
-    rest of the stream. Works for stdin, which cannot be reopened.
+    CSV and NDJSON types are inferred by a first reader from the first block; a
+    second reader, told the column types, then reads the recorded bytes followed by
+    the rest of the stream. Works for stdin, which cannot be reopened.
+
+    With ``rows`` (how to find the end of a row), the first reader is given the
+    first block up to its last complete row and then an end of input: it needs no
+    more to infer the types, and so neither waits for more input on a pipe nor
+    reads ahead blocks that would have to be kept.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(
+        self, raw: BinaryIO, rows: _RowEnds | None = None, short_reads: bool = False
+    ) -> None:
         self._raw = raw
         self._recorded: list[bytes] = []
         self._replay: list[bytes] | None = None
+        self._rows = rows
+        # On a pipe, after the first block, pass on what has arrived (cut at a row end,
+        # or as it is if the reader takes short reads) instead of waiting for a full
+        # block: rows then flow out as they come in.
+        self._live = _is_pipe(raw) and (rows is not None or short_reads)
 
     def readable(self) -> bool:
         return True
@@ -124,18 +144,125 @@ class _Recorder(io.RawIOBase):
             else:
                 self._replay.pop(0)
             return n
+        if self._replay is None and self._recorded and self._rows is not None:
+            return 0  # the first reader has had its block
+        if self._live and self._replay is not None:
+            if self._rows is not None:
+                return self._rows.read_into(view, self._raw)
+            return int(self._raw.readinto1(view))  # type: ignore[attr-defined]
         data = self._raw.read(len(view))
         if not data:
             return 0
+        n = len(data)
         if self._replay is None:
             self._recorded.append(bytes(data))
-        view[: len(data)] = data
-        return len(data)
+            if self._rows is not None and n == len(view):  # not the end of the input
+                n = self._rows.cut(data, n) or n
+        view[:n] = data[:n]
+        return n
 
     def rewind(self) -> None:
         """Serve the recorded bytes again, then the rest; stop recording."""
+        if self._rows is not None:
+            for chunk in self._recorded:
+                self._rows.seen(chunk, len(chunk))
         self._replay = self._recorded
         self._recorded = []
+
+
+def _is_pipe(raw: object) -> bool:
+    """A pipe, socket or terminal: data arrives over time (a file has it all)."""
+    try:
+        mode = os.fstat(raw.fileno()).st_mode  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return hasattr(raw, "readinto1") and (
+        stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+    )
+
+
+def _arrived(raw: Any) -> bool:
+    """Whether more bytes can be read from a pipe without waiting."""
+    return bool(select.select([raw], [], [], 0)[0])
+
+
+class _RowEnds:
+    """Where rows end in a byte stream: to cut blocks there.
+
+    pyarrow's CSV and JSON readers fail on a row that straddles more than one block
+    boundary ("straddling object") and on a partial row before the end of input,
+    so a short block must end where a row ends: at a newline outside quotes
+    (``quotes=True``: CSV, where a quoted field may hold newlines; the parity of the
+    ``"`` counts tells inside from outside) or at any newline (NDJSON).
+    """
+
+    def __init__(self, quotes: bool) -> None:
+        self._quotes = quotes
+        self._odd = False  # inside a quoted field at the end of what was passed on
+        self._buf = bytearray()
+        self._have = 0  # bytes read into _buf and not yet passed on
+
+    def seen(self, data: bytes | bytearray, end: int) -> None:
+        """``data[:end]`` was passed on to the reader (it starts where the last ended)."""
+        if self._quotes:
+            self._odd ^= data.count(b'"', 0, end) % 2 == 1
+
+    def read_into(self, view: memoryview, raw: Any) -> int:
+        """Read from a pipe what has arrived, up to the last complete row.
+
+        Waits only while no complete row has arrived; what follows the cut is held
+        for the next read.
+        """
+        size = len(view)
+        if len(self._buf) < size:
+            self._buf.extend(bytes(size - len(self._buf)))
+        buf, have = self._buf, self._have
+        space = memoryview(buf)
+        end = self.cut(buf, have) if have else 0
+        ended = False
+        while not end:
+            if have >= size:  # no row end in a whole block: pass it on as is
+                end = size
+                break
+            n = raw.readinto1(space[have:size])  # waits only while nothing has arrived
+            if not n:  # end of input: the rest, whatever it is
+                end, ended = have, True
+                break
+            have += n
+            while have < size and _arrived(raw):  # larger blocks parse faster
+                n = raw.readinto1(space[have:size])
+                if not n:
+                    break
+                have += n
+            end = self.cut(buf, min(have, size))
+        if not ended and not _arrived(raw):
+            # pyarrow parses a block once it has the next one (or the end): with nothing
+            # more to read now, the last row goes on its own, and only it waits.
+            end = self.cut(buf, end - 1) or end
+        view[:end] = space[:end]
+        self.seen(buf, end)
+        self._have = have - end
+        space[: self._have] = bytes(space[end:have])
+        return end
+
+    def cut(self, data: bytes | bytearray, limit: int) -> int:
+        """Length of the longest prefix of ``data[:limit]`` that ends with a row, or 0.
+
+        ``data`` starts where the bytes `seen` so far ended.
+        """
+        pos = data.rfind(b"\n", 0, limit)
+        if not self._quotes:
+            return pos + 1
+        odd_total = data.count(b'"', 0, limit) % 2 == 1
+        after = data.count(b'"', pos + 1, limit) if pos >= 0 else 0
+        while pos >= 0:
+            # outside quotes at pos iff the quotes before it (and before data) are even
+            if not (self._odd ^ odd_total ^ (after % 2 == 1)):
+                return pos + 1
+            prev = data.rfind(b"\n", 0, pos)
+            after += data.count(b'"', prev + 1, pos)
+            pos = prev
+        return 0
 
 
 def _open_csv(
@@ -144,13 +271,15 @@ def _open_csv(
     batch_size: int,
     numeric: Selector | None = None,
     encoding: str = "utf-8",
+    delimiter: str = ",",
 ) -> Source:
-    raw: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    stream = _Recorder(raw)
+    raw = _open_binary(path)
+    # Decoded to UTF-8 before the recorder, which cuts blocks at UTF-8 newlines.
+    stream = _Recorder(_to_utf8(raw, encoding), _RowEnds(quotes=True))
     # Serial reading: errors then carry the row number, and no reader thread is
     # left reading from a stream that is being closed after an error.
-    read = pacsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False, encoding=encoding)
-    parse = pacsv.ParseOptions(newlines_in_values=True)
+    read = pacsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False)
+    parse = pacsv.ParseOptions(newlines_in_values=True, delimiter=delimiter)
     inferred: pa.Schema | None = None
     try:
         inferred = pacsv.open_csv(
@@ -176,6 +305,27 @@ def _open_csv(
     if raw is not sys.stdin.buffer:  # a source dropped unread (an error) still closes its file
         weakref.finalize(pieces, raw.close)
     return Source(name, reader.schema, None, pieces, inferred)
+
+
+def _open_binary(path: str) -> BinaryIO:
+    """stdin, a file, or a decompressing stream over a ``.gz``/``.zst``/``.bz2`` file."""
+    if path == "-":
+        return sys.stdin.buffer
+    codec = compression_of(path)
+    if codec is None:
+        return open(path, "rb")
+    return pa.input_stream(path, compression=codec, buffer_size=CSV_BLOCK_SIZE)
+
+
+def _to_utf8(raw: BinaryIO, encoding: str) -> BinaryIO:
+    """``raw`` decoded from ``encoding`` and encoded as UTF-8, as a stream.
+
+    The same transcoder pyarrow puts behind ``ReadOptions(encoding=...)``.
+    """
+    if codecs.lookup(encoding).name == "utf-8":
+        return raw
+    native = raw if isinstance(raw, pa.NativeFile) else pa.PythonFile(raw, mode="r")
+    return pa.transcoding_input_stream(native, encoding, "utf-8")
 
 
 def _convert(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
@@ -214,6 +364,7 @@ def _guard(
 _CSV_CELL = re.compile(
     r"In CSV column #(\d+): Row #(\d+): CSV conversion error to (\w+): invalid value '(.*)'"
 )
+_CSV_RAGGED = re.compile(r"CSV parse error: Row #(\d+): Expected (\d+) columns, got (\d+): (.*)")
 _CSV_TEXT = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to \w+: invalid UT")
 _ENCODING_FIX = (
     "pass the file's encoding (e.g. --encoding latin-1), or convert it to UTF-8 first"
@@ -245,6 +396,15 @@ def _explain(e: BaseException, schema: pa.Schema) -> str:
         )
     if "Empty CSV file" in text:
         return "the file is empty; a CSV input needs at least a header line"
+    m = _CSV_RAGGED.search(text)
+    if m:
+        row = m.group(4) if len(m.group(4)) <= 60 else m.group(4)[:57] + "..."
+        return (
+            f"line {m.group(1)}: {m.group(3)} field{'' if m.group(3) == '1' else 's'}"
+            f" where the header has {m.group(2)}"
+            f" ({row!r}); fix that line (quote a field that holds a comma), or check that"
+            " the file is complete"
+        )
     m = _CSV_TEXT.search(text)
     if m and int(m.group(1)) < len(schema):
         column = schema.field(int(m.group(1))).name
@@ -258,7 +418,167 @@ def _short(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+def _open_tsv(
+    path: str,
+    name: str,
+    batch_size: int,
+    numeric: Selector | None = None,
+    encoding: str = "utf-8",
+) -> Source:
+    return _open_csv(path, name, batch_size, numeric, encoding, delimiter="\t")
+
+
+def _open_ipc(
+    path: str, name: str, batch_size: int, numeric: Selector | None = None, encoding: str = ""
+) -> Source:
+    """Arrow IPC: the file format batch by batch (memory-mapped), or a stream.
+
+    stdin and ``.arrows`` files usually hold the stream format; a file-format input
+    on stdin is read whole first (it is read from its footer, which needs seeking).
+    """
+    reader: pa.ipc.RecordBatchFileReader | pa.ipc.RecordBatchStreamReader
+    try:
+        if path == "-":
+            stream = _Recorder(sys.stdin.buffer, short_reads=True)
+            head = stream.read(len(_IPC_MAGIC)) or b""
+            stream.rewind()
+            buffered = io.BufferedReader(stream, buffer_size=1 << 16)
+            if head == _IPC_MAGIC:
+                reader = pa.ipc.open_file(pa.BufferReader(buffered.read()))
+            else:
+                reader = pa.ipc.open_stream(buffered)
+        else:
+            with open(path, "rb") as f:
+                is_file = f.read(len(_IPC_MAGIC)) == _IPC_MAGIC
+            if is_file:
+                reader = pa.ipc.open_file(pa.memory_map(path))
+            else:
+                reader = pa.ipc.open_stream(pa.OSFile(path))
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(
+            f"{name}: not a readable Arrow IPC file or stream ({_short(e)}); check that it is"
+            " complete (Feather v1 files are not read: rewrite them with pyarrow.feather)"
+        ) from None
+    _check_names(reader.schema, name)
+    if isinstance(reader, pa.ipc.RecordBatchFileReader):
+        file_reader = reader
+        count = file_reader.num_record_batches
+        pieces: Iterator[pa.RecordBatch] = (file_reader.get_batch(i) for i in range(count))
+        total: int | None = file_reader.count_rows()
+    else:
+        pieces, total = iter(reader), None
+    return Source(name, reader.schema, total, _guard(pieces, name, reader.schema))
+
+
+_IPC_MAGIC = b"ARROW1"
+
+
+def _open_ndjson(
+    path: str, name: str, batch_size: int, numeric: Selector | None = None, encoding: str = ""
+) -> Source:
+    """Newline-delimited JSON (UTF-8), streamed in blocks like CSV.
+
+    Types come from the first block: normalized columns are then read as float64
+    (so a column of ints and floats is numbers throughout); strings that pyarrow
+    would take for dates stay text, as does a field that is null throughout the
+    first block; every other field keeps the type of its first block.
+    """
+    raw = _open_binary(path)
+    stream = _Recorder(raw, _RowEnds(quotes=False))
+    read = pajson.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False)
+    inferred: pa.Schema | None = None
+    try:
+        inferred = pajson.open_json(stream, read_options=read).schema
+        _check_names(inferred, name)
+        chosen = set(numeric(inferred) if numeric else _numeric_names(inferred))
+        schema = pa.schema(
+            [
+                pa.field(f.name, pa.float64() if f.name in chosen else _json_type(f.type))
+                for f in inferred
+            ]
+        )
+        stream.rewind()
+        parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+        reader = pajson.open_json(stream, read_options=read, parse_options=parse)
+    except (pa.ArrowException, OSError, DataError) as e:
+        if raw is not sys.stdin.buffer:
+            raw.close()
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{name}: {_explain_json(e, inferred, set())}") from None
+    pieces = _guard(_json_errors(iter(reader), name, chosen), name, reader.schema, raw)
+    if raw is not sys.stdin.buffer:
+        weakref.finalize(pieces, raw.close)
+    return Source(name, reader.schema, None, pieces, inferred)
+
+
+def _json_type(t: pa.DataType) -> pa.DataType:
+    """A pass-through column's type: text for guessed dates and first-block nulls."""
+    if pa.types.is_temporal(t) or pa.types.is_null(t):
+        return pa.string()
+    return t
+
+
+def _json_errors(
+    pieces: Iterator[pa.RecordBatch], name: str, chosen: set[str]
+) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from pieces
+    except pa.ArrowInvalid as e:
+        raise DataError(f"{name}: {_explain_json(e, None, chosen)}") from None
+
+
+_JSON_TYPE = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
+
+
+def _explain_json(e: BaseException, inferred: pa.Schema | None, chosen: set[str]) -> str:
+    text = _short(e)
+    m = _JSON_TYPE.search(text)
+    if m and m.group(1) in chosen:
+        column = m.group(1)
+        return (
+            f'column "{column}": a JSON {m.group(3)} where a number is expected; fix the'
+            f" value, or leave the column out with -x {column}"
+        )
+    if m:
+        return (
+            f'column "{m.group(1)}": a JSON {m.group(3)} where the first rows hold'
+            f" {m.group(2)} values; give each field one type throughout the file"
+        )
+    if "unexpected field" in text:
+        return (
+            "a field that the first block of the file does not have; bnorm takes the fields"
+            f" of an NDJSON input from its first {CSV_BLOCK_SIZE >> 20} MiB"
+        )
+    if "Empty JSON stream" in text:
+        return "the file is empty; an NDJSON input needs at least one line"
+    if "straddl" in text:
+        return (
+            f"a line longer than {CSV_BLOCK_SIZE >> 20} MiB, or not one JSON object per line;"
+            " check that the input is NDJSON"
+        )
+    return f"{text}; check that the input is NDJSON (one JSON object per line)"
+
+
+def count_rows(path: str, fmt: str) -> int | None:
+    """Rows in a file whose metadata tells (Parquet, Arrow IPC file) without reading it."""
+    try:
+        if fmt == "parquet":
+            return int(pq.read_metadata(path).num_rows)
+        if fmt == "ipc":
+            with open(path, "rb") as f:
+                if f.read(len(_IPC_MAGIC)) != _IPC_MAGIC:
+                    return None
+            return int(pa.ipc.open_file(pa.memory_map(path)).count_rows())
+    except (pa.ArrowException, OSError):
+        return None  # the reader reports the problem when it gets there
+    return None
+
+
 _READERS: dict[str, Callable[[str, str, int, Selector | None, str], Source]] = {
     "csv": _open_csv,
+    "tsv": _open_tsv,
     "parquet": _open_parquet,
+    "ipc": _open_ipc,
+    "ndjson": _open_ndjson,
 }

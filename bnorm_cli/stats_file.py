@@ -177,7 +177,12 @@ def load(path: str | os.PathLike[str]) -> BatchNorm:
             text = f.read()
     except FileNotFoundError:
         raise StatsFileError(f"{path}: statistics file not found; run `bnorm fit` first") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise StatsFileError(
+            f"{path}: not a valid statistics file (not UTF-8 JSON text); re-create it with"
+            " `bnorm fit`"
+        ) from None
+    except OSError as e:
         raise StatsFileError(f"{path}: cannot read statistics file ({e})") from None
     try:
         doc = json.loads(

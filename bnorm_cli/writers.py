@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 import polars as pl
@@ -28,11 +28,15 @@ def write_batches(
     """
     write = _WRITERS[fmt]
     batches = prefetch(batches)
-    if fmt == "csv":
+    if fmt in ("csv", "tsv"):
         _check_csv_types(schema, "<stdout>" if target == "-" else target)
+    if fmt == "ndjson":
+        _check_json_types(schema, "<stdout>" if target == "-" else target)
+    if fmt == "ipc" and (target == "-" or target.lower().endswith(".arrows")):
+        write = _write_ipc_stream  # the IPC file format needs seeking; a pipe gets the stream
     if target == "-":
         out = sys.stdout.buffer
-        rows = write(out, schema, batches)
+        rows = write(out, schema, _flushed(batches, out))
         out.flush()
         return rows
     try:
@@ -44,6 +48,13 @@ def write_batches(
             f"{target}: cannot write the output ({reason}); make room on the disk or"
             " choose another -o path"
         ) from None
+
+
+def _flushed(batches: Iterable[pa.RecordBatch], out: BinaryIO) -> Iterator[pa.RecordBatch]:
+    """Flush stdout after each batch is written, so rows reach a pipe as they are made."""
+    for batch in batches:
+        yield batch
+        out.flush()  # the writer asks for the next batch once it has written this one
 
 
 def _check_csv_types(schema: pa.Schema, where: str) -> None:
@@ -70,13 +81,46 @@ def _check_csv_types(schema: pa.Schema, where: str) -> None:
             )
 
 
+def _check_json_types(schema: pa.Schema, where: str) -> None:
+    """Refuse, before writing anything, columns the NDJSON writer cannot hold (bytes)."""
+    for field in schema:
+        if _holds(field.type, _not_json):
+            raise OutputError(
+                f'{where}: column "{field.name}" is {field.type}, which NDJSON cannot hold;'
+                " write Parquet or Arrow IPC instead (--output-format parquet or ipc)"
+            )
+
+
+def _not_json(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_binary_view(t)
+        or pa.types.is_interval(t)
+        or pa.types.is_decimal256(t)
+    )
+
+
+def _holds(t: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    """Whether ``t`` or a type nested in it passes ``test``."""
+    if isinstance(t, pa.ExtensionType):
+        t = t.storage_type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if test(t):
+        return True
+    return any(_holds(t.field(i).type, test) for i in range(t.num_fields))
+
+
 def _write_parquet(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     float_types = (pa.float16(), pa.float32(), pa.float64())
     dictionary = [fld.name for fld in schema if fld.type not in float_types]
     rows = 0
     held: list[pa.RecordBatch] = []
     held_rows = 0
-    with pq.ParquetWriter(f, schema, compression="zstd", use_dictionary=dictionary) as w:
+    # snappy: pyarrow's (and Spark's) default; zstd packs ~10% smaller but writes ~1.5x slower
+    with pq.ParquetWriter(f, schema, compression="snappy", use_dictionary=dictionary) as w:
         for batch in batches:
             held.append(batch)
             held_rows += batch.num_rows
@@ -89,21 +133,68 @@ def _write_parquet(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBa
     return rows
 
 
-def _write_csv(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+def _write_csv(
+    f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch], separator: str = ","
+) -> int:
     rows = 0
     first = True
     for batch in batches:
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
-        frame.write_csv(f, include_header=first)
+        frame.write_csv(f, include_header=first, separator=separator)
         first = False
         rows += batch.num_rows
     if first:  # no rows: still write the header
-        pl.DataFrame(schema=pl.from_arrow(schema.empty_table()).schema).write_csv(f)  # type: ignore[union-attr]
+        empty = pl.from_arrow(schema.empty_table())
+        assert isinstance(empty, pl.DataFrame)
+        empty.write_csv(f, separator=separator)
+    return rows
+
+
+def _write_tsv(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    return _write_csv(f, schema, batches, separator="\t")
+
+
+def _write_ipc(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    """The Arrow IPC file format (Feather v2), one record batch per bnorm batch."""
+    rows = 0
+    with pa.ipc.new_file(f, schema) as w:
+        for batch in batches:
+            w.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def _write_ipc_stream(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    """The Arrow IPC stream format: one stream (one schema message) for the whole run.
+
+    The end-of-stream marker is written only after the last batch, so a run that
+    fails does not end its stream as a complete one would (bnorm also exits 1).
+    """
+    rows = 0
+    w = pa.ipc.new_stream(f, schema)
+    for batch in batches:
+        w.write_batch(batch)
+        rows += batch.num_rows
+    w.close()
+    return rows
+
+
+def _write_ndjson(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    """One JSON object per row; JSON has no NaN or infinity, so they are written as null."""
+    rows = 0
+    for batch in batches:
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        frame.write_ndjson(f)
+        rows += batch.num_rows
     return rows
 
 
 _WRITERS: dict[str, Callable[[BinaryIO, pa.Schema, Iterable[pa.RecordBatch]], int]] = {
     "csv": _write_csv,
+    "tsv": _write_tsv,
     "parquet": _write_parquet,
+    "ipc": _write_ipc,
+    "ndjson": _write_ndjson,
 }

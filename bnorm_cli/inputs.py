@@ -1,0 +1,159 @@
+"""INPUT arguments -> the files to read, in order: files, globs and directories.
+
+Several inputs are one dataset, read in this order: each INPUT in the order given;
+a glob's matches, and a directory's files, sorted by path. A directory contributes
+every file below it whose name says a format bnorm reads (``.csv``, ``.parquet``,
+``.csv.gz``, ...), skipping names that start with ``.`` or ``_`` (``_SUCCESS``,
+``.crc`` files, ``_temporary/``), as pyarrow and Spark do.
+
+Hive-style partition folders (``year=2024/city=Oslo/part-0.parquet``) under a
+directory INPUT become columns appended after the file's own columns, as polars
+does for a directory: one text column per key, outermost first, its value
+URL-decoded from the folder name (``__HIVE_DEFAULT_PARTITION__`` is null). They are
+text, so they pass through and are never normalized by default; a file that holds
+a column of the same name keeps its own. Globs add no partition columns.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import pyarrow as pa
+
+from .errors import DataError, UsageError
+from .formats import infer_format, is_data_file
+from .readers import Source
+
+#: The folder name of a null partition value (Hive, Spark, pyarrow, polars).
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_GLOB = re.compile(r"[*?[]")
+_KEY_VALUE = re.compile(r"^([^=]+)=(.*)$")
+
+Partitions = tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to read: its path ("-" for stdin), format and partition values."""
+
+    path: str
+    fmt: str
+    partitions: Partitions = ()
+
+
+def expand_inputs(patterns: Sequence[str], fmt: str | None) -> list[InputFile]:
+    """Every file the INPUT arguments name, in reading order."""
+    if fmt is not None:
+        infer_format("-", fmt, "--input-format")  # an unknown name is a usage error first
+    files: list[InputFile] = []
+    for pattern in patterns:
+        if pattern != "-" and os.path.isdir(pattern):
+            files += _directory(pattern, fmt)
+        elif _GLOB.search(pattern) and not os.path.lexists(pattern):
+            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise DataError(
+                    f"{pattern}: no file matches this pattern; check it (and quote it, so"
+                    " that bnorm expands it rather than the shell)"
+                )
+            files += [InputFile(p, infer_format(p, fmt, "--input-format")) for p in matches]
+        else:
+            files.append(InputFile(pattern, infer_format(pattern, fmt, "--input-format")))
+    return files
+
+
+def input_paths(patterns: Sequence[str]) -> list[str]:
+    """Every file the INPUT arguments may read, for the never-write-onto-an-input check."""
+    paths: list[str] = []
+    for pattern in patterns:
+        if pattern != "-" and os.path.isdir(pattern):
+            paths += [path for path, _ in _walk(pattern)]
+        elif _GLOB.search(pattern) and not os.path.lexists(pattern):
+            paths += glob.glob(pattern, recursive=True)
+        else:
+            paths.append(pattern)
+    return paths
+
+
+def _walk(root: str) -> Iterator[tuple[str, list[str]]]:
+    """(path, folders below ``root``) of each visible file under ``root``."""
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not _hidden(d)]
+        parts = os.path.relpath(folder, root).split(os.sep)
+        parts = [] if parts == ["."] else parts
+        for name in names:
+            if not _hidden(name):
+                yield os.path.join(folder, name), parts
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def _directory(root: str, fmt: str | None) -> list[InputFile]:
+    found = sorted((p, parts) for p, parts in _walk(root) if is_data_file(p))
+    files = [
+        InputFile(p, infer_format(p, None, "--input-format"), _hive(parts)) for p, parts in found
+    ]
+    if fmt is not None:
+        files = [f for f in files if f.fmt == fmt]
+    if not files:
+        kind = f"{fmt} " if fmt else ""
+        raise DataError(
+            f"{root}: no {kind}data files in this directory (looked for names such as"
+            " *.parquet, *.csv, *.csv.gz, *.arrow, *.ndjson); check the path"
+        )
+    kinds = sorted({f.fmt for f in files})
+    if len(kinds) > 1:
+        base = root.rstrip("/")
+        raise UsageError(
+            f"{root}: holds files of several formats ({', '.join(kinds)}); pick one with"
+            f" --input-format, or give a glob such as '{base}/**/*.{kinds[0]}'"
+        )
+    keys = [k for k, _ in files[0].partitions]
+    for f in files[1:]:
+        if [k for k, _ in f.partitions] != keys:
+            raise DataError(
+                f"{f.path}: its partition folders ({_keys(f.partitions)}) differ from"
+                f" {files[0].path}'s ({_keys(files[0].partitions)}); every file of a"
+                " partitioned directory must sit at the same depth of key=value folders"
+            )
+    return files
+
+
+def _hive(parts: list[str]) -> Partitions:
+    """The ``key=value`` folders among ``parts``, URL-decoded like pyarrow and polars do."""
+    out: list[tuple[str, str | None]] = []
+    for part in parts:
+        m = _KEY_VALUE.match(part)
+        if m:
+            value = unquote(m.group(2))
+            out.append((unquote(m.group(1)), None if value == HIVE_NULL else value))
+    return tuple(out)
+
+
+def _keys(partitions: Partitions) -> str:
+    return ", ".join(k for k, _ in partitions) or "none"
+
+
+def with_partitions(source: Source, partitions: Partitions) -> Source:
+    """``source`` with its partition values appended as constant text columns."""
+    extra = [(k, v) for k, v in partitions if k not in source.schema.names]
+    if not extra:
+        return source
+    schema = source.schema
+    for key, _ in extra:
+        schema = schema.append(pa.field(key, pa.string()))
+    values = [pa.scalar(v, pa.string()) for _, v in extra]
+
+    def pieces() -> Iterator[pa.RecordBatch]:
+        for batch in source.pieces:
+            added = [pa.repeat(v, batch.num_rows) for v in values]
+            yield pa.RecordBatch.from_arrays([*batch.columns, *added], schema=schema)
+
+    return Source(source.name, schema, source.total_rows, pieces(), source.inferred)

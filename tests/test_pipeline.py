@@ -1,0 +1,39 @@
+"""The streaming passes: what a quiet run skips must not change the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from typer.testing import CliRunner
+
+from bnorm_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_quiet_transform_gives_the_same_output_and_still_refuses_inf(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    frame = pl.DataFrame({"a": rng.normal(0, 1, 500), "b": rng.normal(5, 2, 500)})
+    data, stats = tmp_path / "d.parquet", tmp_path / "s.json"
+    frame.write_parquet(data)
+    assert runner.invoke(app, ["fit", str(data), "-s", str(stats), "-b", "64"]).exit_code == 0
+    loud, quiet = tmp_path / "loud.parquet", tmp_path / "quiet.parquet"
+    assert (
+        runner.invoke(app, ["transform", str(data), "-s", str(stats), "-o", str(loud)]).exit_code
+        == 0
+    )
+    args = ["transform", str(data), "-s", str(stats), "-o", str(quiet), "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert pl.read_parquet(loud).equals(pl.read_parquet(quiet))
+
+    bad = tmp_path / "inf.parquet"
+    frame.with_columns(
+        pl.when(pl.int_range(500) == 300).then(float("inf")).otherwise(pl.col("b")).alias("b")
+    ).write_parquet(bad)
+    result = runner.invoke(
+        app, ["transform", str(bad), "-s", str(stats), "-o", str(quiet), "-q", "-b", "100"]
+    )
+    assert result.exit_code == 1
+    assert 'batch 4: column "b", row 301' in result.stderr
