@@ -301,6 +301,7 @@ def _inputs(
     model: BatchNorm,
     fitted: bool = False,
     encoding: str = "utf-8",
+    project: bool = False,
 ) -> Source:
     """Open every input; CSV columns to normalize are read as float64, the rest as text."""
     import codecs
@@ -326,16 +327,21 @@ def _inputs(
     files = expand_inputs(paths, fmt)
 
     def open_file(f: InputFile, select: Selector) -> Source:
-        source = open_source(f.path, f.fmt, model.batch_size, select, encoding)
+        source = open_source(f.path, f.fmt, model.batch_size, select, encoding, project)
         return with_partitions(source, f.partitions)
 
-    first = open_file(files[0], numeric)
-    # Later CSV/NDJSON files read as numbers the columns the first one does, even one
-    # that is empty throughout a later file's first block.
-    floats = [f.name for f in first.schema if pa.types.is_float64(f.type)]
+    chosen: list[str] = []
+
+    def numeric_first(schema: pa.Schema) -> list[str]:
+        chosen[:] = numeric(schema)
+        return chosen
+
+    first = open_file(files[0], numeric_first)
+    # Later files read as numbers the columns the first one does, even one that is
+    # empty throughout a later CSV's first block (and fit reads just those).
 
     def like_first(schema: pa.Schema) -> list[str]:
-        return [c for c in floats if c in schema.names]
+        return [c for c in chosen if c in schema.names]
 
     later = [functools.partial(open_file, f, like_first) for f in files[1:]]
     return _chain(first, later, _total_rows(first, files[1:]))
@@ -467,7 +473,7 @@ def fit(
             report.check_report_path(report_path)
         profile = _profile(report_path)
         check_writable_target(stats, input_paths(inputs))
-        source = _inputs(inputs, input_format, model, encoding=encoding)
+        source = _inputs(inputs, input_format, model, encoding=encoding, project=True)
         with console.progress("fit", source.total_rows, quiet) as advance:
             pipeline.fit(model, source, advance, profile)
         model.save(stats)

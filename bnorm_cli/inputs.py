@@ -154,6 +154,7 @@ def with_partitions(source: Source, partitions: Partitions) -> Source:
     def pieces() -> Iterator[pa.RecordBatch]:
         for batch in source.pieces:
             added = [pa.repeat(v, batch.num_rows) for v in values]
-            yield pa.RecordBatch.from_arrays([*batch.columns, *added], schema=schema)
+            names = [*batch.schema.names, *(k for k, _ in extra)]  # fit may read fewer columns
+            yield pa.RecordBatch.from_arrays([*batch.columns, *added], names=names)
 
     return Source(source.name, schema, source.total_rows, pieces(), source.inferred)

@@ -15,8 +15,10 @@ import io
 import os
 import re
 import select
+import shutil
 import stat
 import sys
+import tempfile
 import weakref
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -59,17 +61,20 @@ def open_source(
     batch_size: int,
     numeric: Selector | None = None,
     encoding: str = "utf-8",
+    project: bool = False,
 ) -> Source:
     """Open ``path`` ("-" for stdin) in format ``fmt``.
 
     ``numeric`` picks, from the inferred schema, the CSV columns to read as float64;
     every other CSV column is read as text so it passes through unchanged.
     ``encoding`` is the text encoding of CSV input (Parquet text is always UTF-8).
+    ``project``: the batches need hold only the ``numeric`` columns (fit), so a
+    reader may skip decoding the others; ``Source.schema`` still lists them all.
     """
     name = "<stdin>" if path == "-" else path
     if path != "-":
         _check_readable(path)
-    return _READERS[fmt](path, name, batch_size, numeric, encoding)
+    return _READERS[fmt](path, name, batch_size, numeric, encoding, project)
 
 
 def _check_readable(path: str) -> None:
@@ -85,24 +90,31 @@ def _check_readable(path: str) -> None:
 
 
 def _open_parquet(
-    path: str, name: str, batch_size: int, numeric: Selector | None = None, encoding: str = ""
+    path: str,
+    name: str,
+    batch_size: int,
+    numeric: Selector | None = None,
+    encoding: str = "",
+    project: bool = False,
 ) -> Source:
-    if path == "-":
-        source: object = pa.BufferReader(sys.stdin.buffer.read())
-    else:
-        source = path
+    spool = _spool_stdin() if path == "-" else None
     try:
-        pf = pq.ParquetFile(source, pre_buffer=False, buffer_size=PARQUET_BUFFER_SIZE)
+        pf = pq.ParquetFile(spool or path, pre_buffer=False, buffer_size=PARQUET_BUFFER_SIZE)
     except (pa.ArrowException, OSError) as e:
+        if spool is not None:
+            spool.close()
         raise DataError(
             f"{name}: not a readable Parquet file ({_short(e)}); check that the file is"
             " complete, or pass --input-format csv if it is CSV"
         ) from None
     _check_names(pf.schema_arrow, name)
-    pieces = pf.iter_batches(batch_size=batch_size)
-    return Source(
-        name, pf.schema_arrow, pf.metadata.num_rows, _guard(pieces, name, pf.schema_arrow)
+    columns = list(numeric(pf.schema_arrow)) if project and numeric else None
+    pieces = _guard(
+        pf.iter_batches(batch_size=batch_size, columns=columns), name, pf.schema_arrow, spool
     )
+    if spool is not None:  # closed when read to the end, or when dropped unread
+        weakref.finalize(pieces, spool.close)
+    return Source(name, pf.schema_arrow, pf.metadata.num_rows, pieces)
 
 
 class _Recorder(io.RawIOBase):
@@ -271,6 +283,7 @@ def _open_csv(
     batch_size: int,
     numeric: Selector | None = None,
     encoding: str = "utf-8",
+    project: bool = False,
     delimiter: str = ",",
 ) -> Source:
     raw = _open_binary(path)
@@ -293,6 +306,8 @@ def _open_csv(
             stream,
             read_options=read,
             parse_options=parse,
+            # no projection for CSV (``project`` is ignored): every field is still
+            # tokenized, and converting the text columns checks they are valid UTF-8
             convert_options=_convert(types),
         )
     except (pa.ArrowException, OSError, UnicodeDecodeError, DataError) as e:
@@ -305,6 +320,14 @@ def _open_csv(
     if raw is not sys.stdin.buffer:  # a source dropped unread (an error) still closes its file
         weakref.finalize(pieces, raw.close)
     return Source(name, reader.schema, None, pieces, inferred)
+
+
+def _spool_stdin() -> BinaryIO:
+    """Parquet needs to seek: copy stdin to an anonymous temporary file (not memory)."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (the reader owns it)
+    shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+    spool.seek(0)
+    return spool
 
 
 def _open_binary(path: str) -> BinaryIO:
@@ -424,12 +447,18 @@ def _open_tsv(
     batch_size: int,
     numeric: Selector | None = None,
     encoding: str = "utf-8",
+    project: bool = False,
 ) -> Source:
-    return _open_csv(path, name, batch_size, numeric, encoding, delimiter="\t")
+    return _open_csv(path, name, batch_size, numeric, encoding, project, delimiter="\t")
 
 
 def _open_ipc(
-    path: str, name: str, batch_size: int, numeric: Selector | None = None, encoding: str = ""
+    path: str,
+    name: str,
+    batch_size: int,
+    numeric: Selector | None = None,
+    encoding: str = "",
+    project: bool = False,
 ) -> Source:
     """Arrow IPC: the file format batch by batch (memory-mapped), or a stream.
 
@@ -474,7 +503,12 @@ _IPC_MAGIC = b"ARROW1"
 
 
 def _open_ndjson(
-    path: str, name: str, batch_size: int, numeric: Selector | None = None, encoding: str = ""
+    path: str,
+    name: str,
+    batch_size: int,
+    numeric: Selector | None = None,
+    encoding: str = "",
+    project: bool = False,
 ) -> Source:
     """Newline-delimited JSON (UTF-8), streamed in blocks like CSV.
 
@@ -575,7 +609,7 @@ def count_rows(path: str, fmt: str) -> int | None:
     return None
 
 
-_READERS: dict[str, Callable[[str, str, int, Selector | None, str], Source]] = {
+_READERS: dict[str, Callable[[str, str, int, Selector | None, str, bool], Source]] = {
     "csv": _open_csv,
     "tsv": _open_tsv,
     "parquet": _open_parquet,
