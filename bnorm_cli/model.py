@@ -2,22 +2,26 @@
 
 Modelled on scikit-learn's StandardScaler: ``fit`` = reset + ``partial_fit``
 over batches; learned state ends in ``_``. One call to ``partial_fit`` is one
-Batch Normalization mini-batch. Data in and out are polars DataFrames; no I/O.
+Batch Normalization mini-batch. Data in and out are polars DataFrames, or
+pyarrow Tables/RecordBatches (then the results are pyarrow Tables); no I/O.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Literal
+from typing import Literal, TypeAlias, overload
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from . import moments as mom
 from .engine import AffineMap, Momentum, Running, apply_maps, batch_map, population_map, running_map
 from .errors import DataError, UsageError, did_you_mean
 
+#: Data the API accepts: polars frames or pyarrow tables / record batches.
+Data: TypeAlias = pl.DataFrame | pa.Table | pa.RecordBatch
 Use = Literal["population", "running"]
 Mode = Literal["batch", "running"]
 InfPolicy = Literal["error", "missing"]
@@ -151,19 +155,19 @@ class BatchNorm:
         self.num_batches_tracked_ += 1
         return moments
 
-    def fit(self, data: pl.DataFrame | Iterable[pl.DataFrame]) -> BatchNorm:
+    def fit(self, data: Data | Iterable[Data]) -> BatchNorm:
         """Reset, then ``partial_fit`` every batch of ``batch_size`` rows."""
         self._reset()
         for batch in self.iter_batches(data):
             self.partial_fit(batch)
         return self
 
-    def iter_batches(self, data: pl.DataFrame | Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    def iter_batches(self, data: Data | Iterable[Data]) -> Iterator[pl.DataFrame]:
         """Batches of exactly ``batch_size`` rows (the last may be shorter)."""
         from .batching import exact_batches
 
-        frames = [data] if isinstance(data, pl.DataFrame) else data
-        pieces = (b for f in frames for b in f.to_arrow().to_batches())
+        frames = [data] if isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch) else data
+        pieces = (b for f in frames for b in _arrow(f).to_batches())
         for batch in exact_batches(pieces, self.batch_size):
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
@@ -245,25 +249,43 @@ class BatchNorm:
             for c in self.columns_
         }
 
+    @overload
     def transform(
-        self, data: pl.DataFrame, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
-    ) -> pl.DataFrame:
+        self, data: pl.DataFrame, use: Use = ..., dtype: type[pl.DataType] = ...
+    ) -> pl.DataFrame: ...
+    @overload
+    def transform(
+        self, data: pa.Table | pa.RecordBatch, use: Use = ..., dtype: type[pl.DataType] = ...
+    ) -> pa.Table: ...
+    def transform(
+        self, data: Data, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
+    ) -> pl.DataFrame | pa.Table:
         """Normalize with the fitted statistics (BN inference mode)."""
         self._require_fitted()
-        self.check_schema(data.schema)
-        return apply_maps(data, self.maps(use), dtype)
+        frame = _polars(data)
+        self.check_schema(frame.schema)
+        return _like(data, apply_maps(frame, self.maps(use), dtype))
 
+    @overload
     def inverse_transform(
-        self, data: pl.DataFrame, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
-    ) -> pl.DataFrame:
+        self, data: pl.DataFrame, use: Use = ..., dtype: type[pl.DataType] = ...
+    ) -> pl.DataFrame: ...
+    @overload
+    def inverse_transform(
+        self, data: pa.Table | pa.RecordBatch, use: Use = ..., dtype: type[pl.DataType] = ...
+    ) -> pa.Table: ...
+    def inverse_transform(
+        self, data: Data, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
+    ) -> pl.DataFrame | pa.Table:
         """Map normalized data back to the original units."""
         self._require_fitted()
-        self.check_schema(data.schema)
+        frame = _polars(data)
+        self.check_schema(frame.schema)
         maps = self.maps(use)
         for c, m in maps.items():
             if m.scale == 0.0:
                 raise DataError(f'column "{c}": gamma is 0, so the map cannot be inverted')
-        return apply_maps(data, maps, dtype, inverse=True)
+        return _like(data, apply_maps(frame, maps, dtype, inverse=True))
 
     def train_step(
         self,
@@ -304,6 +326,25 @@ class BatchNorm:
         from .stats_file import load
 
         return load(path)
+
+
+def _arrow(data: Data) -> pa.Table:
+    if isinstance(data, pl.DataFrame):
+        return data.to_arrow()
+    return data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+
+
+def _polars(data: Data) -> pl.DataFrame:
+    if isinstance(data, pl.DataFrame):
+        return data
+    frame = pl.from_arrow(data)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _like(data: Data, out: pl.DataFrame) -> pl.DataFrame | pa.Table:
+    """Polars in, polars out; pyarrow in, a pyarrow Table out."""
+    return out if isinstance(data, pl.DataFrame) else out.to_arrow()
 
 
 def check_batch_size(value: int) -> int:

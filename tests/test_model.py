@@ -11,6 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from bnorm_cli import BatchNorm
@@ -278,3 +279,16 @@ def test_integers_beyond_2_53_are_rounded_with_a_warning() -> None:
     model = BatchNorm(batch_size=2).fit(frame)
     assert len(model.warnings_) == 1 and '"big"' in model.warnings_[0]
     assert model.population_["big"].max == float(2**60)
+
+
+def test_pyarrow_in_pyarrow_out() -> None:
+    frame = make_frame(n=100)
+    table = frame.to_arrow()
+    by_polars = BatchNorm(batch_size=16).fit(frame)
+    by_arrow = BatchNorm(batch_size=16).fit(table.to_batches(max_chunksize=30))
+    assert by_arrow.population_ == by_polars.population_
+    out = by_arrow.transform(table)
+    assert isinstance(out, pa.Table)
+    assert pl.from_arrow(out).equals(by_polars.transform(frame))  # type: ignore[union-attr]
+    back = by_arrow.inverse_transform(table.to_batches()[0])
+    assert isinstance(back, pa.Table) and back.num_rows == 100
