@@ -1,4 +1,7 @@
-"""INPUT arguments -> the files to read, in order: files, globs and directories.
+"""INPUT arguments -> the files to read, in order, opened as one `Source`.
+
+Each INPUT may be a file, a glob or a directory (``open_inputs`` expands and
+opens them, one file at a time, as one dataset).
 
 Several inputs are one dataset, read in this order: each INPUT in the order given;
 a glob's matches, and a directory's files, sorted by path. A directory contributes
@@ -16,10 +19,11 @@ a column of the same name keeps its own. Globs add no partition columns.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -27,7 +31,9 @@ import pyarrow as pa
 
 from .errors import DataError, UsageError
 from .formats import infer_format, is_data_file
-from .readers import Source
+from .model import BatchNorm, is_numeric
+from .pipeline import polars_schema
+from .readers import Selector, Source, count_rows, open_source
 
 #: The folder name of a null partition value (Hive, Spark, pyarrow, polars).
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -158,3 +164,90 @@ def with_partitions(source: Source, partitions: Partitions) -> Source:
             yield pa.RecordBatch.from_arrays([*batch.columns, *added], names=names)
 
     return Source(source.name, schema, source.total_rows, pieces(), source.inferred)
+
+
+def open_inputs(
+    paths: list[str],
+    fmt: str | None,
+    model: BatchNorm,
+    fitted: bool = False,
+    encoding: str = "utf-8",
+    project: bool = False,
+) -> Source:
+    """Open every input; CSV columns to normalize are read as float64, the rest as text."""
+    import codecs
+
+    if paths.count("-") > 1:
+        raise UsageError("stdin (-) can be given only once")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UsageError(
+            f"--encoding {encoding!r}: unknown encoding; use a name such as utf-8, latin-1,"
+            " cp1252 or utf-16"
+        ) from None
+
+    def numeric(schema: pa.Schema) -> list[str]:
+        found = polars_schema(schema)
+        if fitted:  # transform: the fitted columns the reader found numeric
+            return [c for c in model.columns_ if c in found and is_numeric(found[c])]
+        if model.columns is not None:  # named columns are read as numbers, whatever was guessed
+            return [c for c in found.names() if c in model.columns and c not in model.exclude]
+        return model.select_columns(found)
+
+    files = expand_inputs(paths, fmt)
+
+    def open_file(f: InputFile, select: Selector) -> Source:
+        source = open_source(f.path, f.fmt, model.batch_size, select, encoding, project)
+        return with_partitions(source, f.partitions)
+
+    chosen: list[str] = []
+
+    def numeric_first(schema: pa.Schema) -> list[str]:
+        chosen[:] = numeric(schema)
+        return chosen
+
+    first = open_file(files[0], numeric_first)
+    # Later files read as numbers the columns the first one does, even one that is
+    # empty throughout a later CSV's first block (and fit reads just those).
+
+    def like_first(schema: pa.Schema) -> list[str]:
+        return [c for c in chosen if c in schema.names]
+
+    later = [functools.partial(open_file, f, like_first) for f in files[1:]]
+    return _chain(first, later, _total_rows(first, files[1:]))
+
+
+def _total_rows(first: Source, later: Sequence[InputFile]) -> int | None:
+    """The row count of every input together, when metadata tells it (for the progress bar)."""
+    total = first.total_rows
+    for f in later:
+        if total is None or f.path == "-":
+            return None
+        rows = count_rows(f.path, f.fmt)
+        total = None if rows is None else total + rows
+    return total
+
+
+def _chain(first: Source, later: Sequence[Callable[[], Source]], total: int | None) -> Source:
+    """Several inputs read as one dataset; batches run across file boundaries.
+
+    Later inputs are opened one at a time, when the batches reach them, so memory
+    and open files stay bounded however many files a directory or glob holds.
+    """
+    if not later:
+        return first
+
+    def pieces() -> Iterator[pa.RecordBatch]:
+        yield from first.pieces
+        for open_next in later:
+            s = open_next()
+            if not s.schema.equals(first.schema):
+                raise DataError(
+                    f"{s.name}: its columns or types differ from {first.name}'s; inputs read as"
+                    " one dataset must have the same schema"
+                )
+            yield from s.pieces
+
+    name = f"{first.name} (+{len(later)} more)"
+    return Source(name, first.schema, total, pieces())

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 from typer.testing import CliRunner
 
-from bnorm_cli import readers
+from bnorm_cli import readers, streams
 from bnorm_cli.cli import app
 
 BNORM = [sys.executable, "-m", "bnorm_cli"]
@@ -481,8 +481,8 @@ def test_rows_cut_from_a_trickling_pipe(sizes: list[int], block: int, fmt: str) 
     data = buf.getvalue()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(readers, "CSV_BLOCK_SIZE", block)
-        mp.setattr(readers, "_is_pipe", lambda raw: True)
-        mp.setattr(readers, "_arrived", lambda raw: False)
+        mp.setattr(streams, "is_pipe", lambda raw: True)
+        mp.setattr(streams, "arrived", lambda raw: False)
         mp.setattr(readers, "_open_binary", lambda path: _Trickle(data, sizes))
         source = readers.open_source("-", fmt, 10)
         pieces = list(source.pieces)
@@ -499,13 +499,13 @@ def test_type_inference_reads_only_the_first_block(
     monkeypatch.setattr(readers, "CSV_BLOCK_SIZE", 1000)
     data = write(make_frame(400), tmp_path / "d.csv")
     seen: list[int] = []
-    real = readers._Recorder.rewind
+    real = streams.Recorder.rewind
 
     def rewind(self: Any) -> None:
         seen.append(sum(map(len, self._recorded)))
         real(self)
 
-    monkeypatch.setattr(readers._Recorder, "rewind", rewind)
+    monkeypatch.setattr(streams.Recorder, "rewind", rewind)
     source = readers.open_source(str(data), "csv", 64)
     assert seen == [1000]
     assert sum(b.num_rows for b in source.pieces) == 400

@@ -1,0 +1,149 @@
+"""How a bnorm process ends: one-line errors, exit codes, signals, broken pipes.
+
+Expected failures (`BnormError`) become one line on stderr and exit 1 or 2;
+SIGINT/SIGTERM remove the temporary outputs and exit 130/143; a closed stdout
+ends quietly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+
+import pyarrow as pa
+import typer
+
+from .errors import BnormError
+
+
+class Terminated(BaseException):
+    """A termination request raised as an exception (exit 143).
+
+    The `bnorm` process itself handles SIGTERM/SIGINT in `_on_signal`, which exits at once.
+    """
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """The Python-level SIGINT/SIGTERM handler (runs in the main thread)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _stop(signum)
+
+
+def _watch_signals() -> None:
+    """Act on SIGINT/SIGTERM even while the main thread is blocked in native code.
+
+    Python runs signal handlers in the main thread only, between bytecodes: blocked
+    inside pyarrow (waiting for input on a pipe, say) it would not see a signal until
+    the call returns. The C-level handler writes the signal number to the wakeup fd
+    at once; this thread reads it and stops the process.
+    """
+    import os
+    import threading
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            for signum in os.read(read_end, 16):
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    _stop(signum)
+
+    threading.Thread(target=watch, name="bnorm-signals", daemon=True).start()
+
+
+def _stop(signum: int) -> None:
+    """Remove the temporary outputs and exit at once, quietly: 130 (SIGINT), 143 (SIGTERM).
+
+    Exiting here rather than raising an exception to unwind is deterministic: an
+    exception raised by a signal handler inside a library callback (polars calls
+    back into Python) can come out as another error, with a traceback, and a second
+    signal could interrupt the cleanup. A partial target never exists: outputs are
+    renamed into place only when complete.
+    """
+    import os
+
+    from .atomic import remove_pending
+
+    remove_pending()
+    with contextlib.suppress(Exception):
+        if sys.stderr.isatty():  # a progress bar may have hidden the cursor
+            sys.stderr.write("\x1b[?25h\n")
+            sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def handled(debug: bool) -> Iterator[None]:
+    """One line on stderr and the right exit code for every expected failure."""
+    from . import console
+
+    try:
+        yield
+    except BnormError as e:
+        if debug:
+            raise
+        console.error(str(e))
+        if e.exit_code == 2:
+            console.stderr.print("Try 'bnorm --help' for help.", highlight=False)
+        raise typer.Exit(e.exit_code) from None
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except OSError as e:
+        if "Broken pipe" in str(e):
+            _quiet_broken_pipe()
+        if debug:
+            raise
+        console.error(f"{e.filename or 'I/O'}: {e.strerror or e}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Terminated:
+        raise typer.Exit(143) from None
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (`| head`): stop quietly, like other Unix tools."""
+    import os
+
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(0)
+
+
+def run(app: typer.Typer) -> None:
+    """Run the app: signals handled, exit code kept, interpreter not finalized."""
+    pa.enable_signal_handlers(False)  # pyarrow's own handler would keep signals from ours
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    _watch_signals()
+    try:
+        app()
+        code: object = 0
+    except SystemExit as e:
+        code = e.code
+    exit_now(code)
+
+
+def exit_now(code: object) -> None:
+    """Flush stdout/stderr and leave without finalizing the interpreter.
+
+    After a failed or interrupted CSV read, a pyarrow I/O thread can still hold
+    the Python file object; finalizing the interpreter under it aborts the
+    process ("terminate called without an active exception", exit 134) instead
+    of exiting with bnorm's code. Every output file is closed by then.
+    """
+    import os
+
+    if isinstance(code, str):  # sys.exit("message")
+        sys.stderr.write(code + "\n")
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # e.g. a closed pipe: stop quietly
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)

@@ -1,0 +1,155 @@
+"""The command line's shared options (types, help, metavars) and their parsing.
+
+One definition per option, so every command spells and explains it the same way.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from .errors import UsageError
+
+
+class UseStats(StrEnum):
+    population = "population"
+    running = "running"
+
+
+class ModeOpt(StrEnum):
+    batch = "batch"
+    running = "running"
+
+
+class DType(StrEnum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+class InfOpt(StrEnum):
+    error = "error"
+    missing = "missing"
+
+
+# -- shared options ------------------------------------------------------------
+# Help text is Rich markup: a literal "[" is written "\[" or Rich drops the bracketed text.
+_FORMAT_HELP = r"csv, tsv, parquet, ipc or ndjson \[default: from the file name; csv for -]"
+Inputs = Annotated[
+    list[str],
+    typer.Argument(
+        help="Input files, globs or directories, read as one dataset; - reads stdin.",
+        show_default=False,
+        metavar="INPUT",
+    ),
+]
+StatsOut = Annotated[
+    str, typer.Option("-s", "--stats", help="Statistics file to write (JSON).", metavar="PATH")
+]
+StatsIn = Annotated[
+    str,
+    typer.Option("-s", "--stats", help="Statistics file written by `bnorm fit`.", metavar="PATH"),
+]
+Output = Annotated[
+    str, typer.Option("-o", "--output", help="Output file; - writes stdout.", metavar="PATH")
+]
+BatchSize = Annotated[
+    int, typer.Option("-b", "--batch-size", help="Rows per mini-batch.", metavar="N")
+]
+MomentumOpt = Annotated[
+    str,
+    typer.Option(
+        "--momentum",
+        help='Running-statistics momentum in [0, 1], or "cumulative".',
+        metavar="M",
+    ),
+]
+Eps = Annotated[
+    float,
+    typer.Option("--eps", help="Added to the variance before the square root.", metavar="EPS"),
+]
+Columns = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-c",
+        "--columns",
+        help=r"Columns to normalize, comma-separated \[default: every numeric column].",
+        metavar="COLS",
+    ),
+]
+Exclude = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-x", "--exclude", help="Columns to leave untouched, comma-separated.", metavar="COLS"
+    ),
+]
+Gamma = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gamma",
+        help=r"Scale: a number for every column, or col=value (repeatable) \[default: 1]",
+        metavar="[COL=]X",
+    ),
+]
+Beta = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--beta",
+        help=r"Shift: a number for every column, or col=value (repeatable) \[default: 0]",
+        metavar="[COL=]X",
+    ),
+]
+InputFormat = Annotated[
+    str | None,
+    typer.Option("--input-format", help=_FORMAT_HELP, metavar="FORMAT"),
+]
+Encoding = Annotated[
+    str,
+    typer.Option(
+        "--encoding",
+        help="Text encoding of CSV input, e.g. latin-1, cp1252, utf-16.",
+        metavar="ENCODING",
+    ),
+]
+OutputFormat = Annotated[
+    str | None,
+    typer.Option("--output-format", help=_FORMAT_HELP, metavar="FORMAT"),
+]
+DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Type of the normalized columns.")]
+ReportPath = Annotated[
+    str | None,
+    typer.Option("--report", help="Also write the report to a .md or .json file.", metavar="PATH"),
+]
+Quiet = Annotated[
+    bool,
+    typer.Option("-q", "--quiet", help="No progress bar and no report on stderr; errors only."),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+Inf = Annotated[
+    InfOpt,
+    typer.Option(
+        "--inf", help="+/-inf in a normalized column: stop with an error, or treat as missing."
+    ),
+]
+
+
+def names(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def per_column(values: list[str] | None, option: str) -> float | dict[str, float] | None:
+    """``--gamma 2`` -> 2.0; ``--gamma a=2 --gamma b=3`` -> {a: 2, b: 3} (``*`` = default)."""
+    if not values:
+        return None
+    out: dict[str, float] = {}
+    for v in values:
+        name, sep, num = v.rpartition("=")
+        key = name.strip() if sep else "*"
+        try:
+            out[key] = float(num)
+        except ValueError:
+            raise UsageError(f"{option} {v!r}: expected a number or col=number") from None
+    return out["*"] if list(out) == ["*"] else out
