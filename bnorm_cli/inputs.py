@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+import polars as pl
 import pyarrow as pa
 
 from .errors import DataError, UsageError
@@ -190,7 +191,12 @@ def open_inputs(
     def numeric(schema: pa.Schema) -> list[str]:
         found = polars_schema(schema)
         if fitted:  # transform: the fitted columns the reader found numeric
-            return [c for c in model.columns_ if c in found and is_numeric(found[c])]
+            # (a column empty throughout the first block has no type yet: a number then)
+            return [
+                c
+                for c in model.columns_
+                if c in found and (is_numeric(found[c]) or found[c] == pl.Null)
+            ]
         if model.columns is not None:  # named columns are read as numbers, whatever was guessed
             return [c for c in found.names() if c in model.columns and c not in model.exclude]
         return model.select_columns(found)

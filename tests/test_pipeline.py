@@ -37,3 +37,16 @@ def test_quiet_transform_gives_the_same_output_and_still_refuses_inf(tmp_path: P
     )
     assert result.exit_code == 1
     assert 'batch 4: column "b", row 301' in result.stderr
+
+
+def test_header_only_csv_round_trip(tmp_path: Path) -> None:
+    data, stats, out = tmp_path / "h.csv", tmp_path / "s.json", tmp_path / "o.csv"
+    data.write_text("a,b\n")
+    assert runner.invoke(app, ["fit", str(data), "-s", str(stats), "-c", "a", "-q"]).exit_code == 0
+    result = runner.invoke(app, ["transform", str(data), "-s", str(stats), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert out.read_text() == "a,b\n"
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    result = runner.invoke(app, ["fit", str(empty), "-s", str(stats), "-q"])
+    assert result.exit_code == 1 and "empty" in result.stderr
