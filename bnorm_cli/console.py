@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .report import HEADERS, Report, cells
+from .report import HEADERS, Report, cells, summary
 
 stderr = Console(stderr=True, highlight=False)
 if not stderr.is_terminal:  # a log file or a pipe: do not squeeze the table to 80 columns
@@ -47,7 +47,7 @@ def warn(message: str) -> None:
 def show_report(report: Report) -> None:
     table = Table(
         title=f"bnorm {report.command}: {escape(report.source)}",
-        caption=f"{report.rows:,} rows, {report.batches:,} batches",
+        caption=escape(summary(report)),
         title_style="bold",
         box=box.SIMPLE_HEAD,
     )

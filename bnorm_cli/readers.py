@@ -98,15 +98,15 @@ def _open_parquet(
     spool = _spool_stdin() if path == "-" else None
     try:
         pf = pq.ParquetFile(spool or path, pre_buffer=False, buffer_size=PARQUET_BUFFER_SIZE)
-    except (pa.ArrowException, OSError) as e:
+        _check_names(pf.schema_arrow, name)
+        columns = list(numeric(pf.schema_arrow)) if project and numeric else None
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:  # corrupt: names not UTF-8
         if spool is not None:
             spool.close()
         raise DataError(
             f"{name}: not a readable Parquet file ({_short(e)}); check that the file is"
             " complete, or pass --input-format csv if it is CSV"
         ) from None
-    _check_names(pf.schema_arrow, name)
-    columns = list(numeric(pf.schema_arrow)) if project and numeric else None
     pieces = _guard(
         pf.iter_batches(batch_size=batch_size, columns=columns), name, pf.schema_arrow, spool
     )

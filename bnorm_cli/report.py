@@ -39,6 +39,7 @@ class Report:
     rows: int
     batches: int
     columns: list[Row]
+    note: str = ""
 
 
 def build(
@@ -71,7 +72,17 @@ def build(
                 math.sqrt(run.var),
             )
         )
-    return Report(command, source, rows, -(-rows // model.batch_size), columns)
+    note = (
+        "statistics of this input; running mean/std as saved by fit" if observed is not None else ""
+    )
+    return Report(command, source, rows, -(-rows // model.batch_size), columns, note)
+
+
+def summary(report: Report) -> str:
+    """The line under the table: size, and what the numbers are."""
+    rows = f"{report.rows:,} row{'' if report.rows == 1 else 's'}"
+    text = f"{rows} in {report.batches:,} batch{'' if report.batches == 1 else 'es'}"
+    return f"{text}; {report.note}" if report.note else text
 
 
 def fmt(value: float | int | None, resolution: float | None = None) -> str:
@@ -106,7 +117,7 @@ def to_markdown(report: Report) -> str:
     lines = [
         f"# bnorm {report.command}: {report.source}",
         "",
-        f"{report.rows:,} rows in {report.batches:,} batches.",
+        summary(report) + ".",
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import UsageError
 from .profile import Profile
-from .report import HEADERS, Report, cells
+from .report import HEADERS, Report, cells, summary
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem;color:#222}
@@ -111,7 +111,7 @@ def to_html(
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1><p class=meta>{report.rows:,} rows in {report.batches:,} batches"
+        f"<h1>{esc(title)}</h1><p class=meta>{esc(summary(report))}"
         " &middot; histograms from a uniform row sample; the trace shows each batch's mean and"
         " unbiased variance, the running statistics after the batch, and the population value."
         f"</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
