@@ -84,3 +84,9 @@ def _keep_mode(path: Path, tmp: str) -> None:
         os.umask(umask)
         mode = 0o666 & ~umask
     os.chmod(tmp, mode)
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> None:
+    """Write a small text file (statistics, report, export) atomically, as UTF-8."""
+    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)

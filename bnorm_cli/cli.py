@@ -12,7 +12,7 @@ import polars as pl
 import typer
 
 from . import __version__, pipeline, report, stats_file
-from .atomic import check_writable_target
+from .atomic import check_writable_target, write_text
 from .errors import UsageError, did_you_mean
 from .exits import handled, run
 from .formats import infer_format
@@ -109,7 +109,6 @@ def _finish(
 
 
 def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profile) -> None:
-    from .atomic import atomic_path
     from .report_html import to_html
 
     population = {}
@@ -119,9 +118,7 @@ def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profil
         if not profile.after(c).size:  # fit: the sample mapped with the final statistics
             x = profile.before(c)
             profile.set_after(c, ((x - m.center_hi) - m.center_lo) * m.scale + m.beta)
-    text = to_html(rep, profile, population)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_text(path, to_html(rep, profile, population))
 
 
 def _prepare_output(output: str, inputs: list[str], fmt: str | None) -> str:
@@ -373,10 +370,7 @@ def export(
                 sys.stdout.write(text)
             else:
                 check_writable_target(output, [stats])
-                from .atomic import atomic_path
-
-                with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
-                    f.write(text)
+                write_text(output, text)
 
 
 # -- helpers -------------------------------------------------------------------

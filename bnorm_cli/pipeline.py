@@ -57,7 +57,8 @@ def _replace(batch: pa.RecordBatch, out: pl.DataFrame, schema: pa.Schema) -> pa.
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _in_batch(source: Source, model: BatchNorm, index: int, err: DataError) -> DataError:
+def _in_batch(source: Source, index: int, err: DataError) -> DataError:
+    """A batch's error, with the input named and the batch counted from 1."""
     return DataError(f"{source.name}: batch {index}: {err}")
 
 
@@ -71,7 +72,7 @@ def fit(
         try:
             moments = model.partial_fit(frame, batch.num_rows)
         except DataError as e:
-            raise _in_batch(source, model, i, e) from None
+            raise _in_batch(source, i, e) from None
         if profile is not None:
             profile.add_batch(frame, None, moments, model.running_)
 
@@ -111,7 +112,7 @@ def transform(
                 if observed is not None or profile is not None or _has_inf(frame):
                     seen = model.batch_moments(frame, first_row=rows)
             except DataError as e:
-                raise _in_batch(source, model, i, e) from None
+                raise _in_batch(source, i, e) from None
             if observed is not None and seen is not None:
                 for c, m in seen.items():
                     observed[c] = mom.merge(observed[c], m)
@@ -149,7 +150,7 @@ def normalize(
             try:
                 out = model.train_step(frame, mode, dtype, batch.num_rows)
             except DataError as e:
-                raise _in_batch(source, model, i, e) from None
+                raise _in_batch(source, i, e) from None
             if profile is not None:
                 profile.add_batch(frame, out, model.last_moments_, model.running_)
             yield _replace(batch, out, schema)

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import atomic_path, check_writable_target
+from .atomic import check_writable_target, write_text
 from .errors import UsageError
 from .model import BatchNorm
 from .moments import Moments
@@ -147,6 +147,4 @@ def is_html(path: str | None) -> bool:
 
 
 def write(report: Report, path: str) -> None:
-    text = RENDERERS[Path(path).suffix.lower()](report)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_text(path, RENDERERS[Path(path).suffix.lower()](report))

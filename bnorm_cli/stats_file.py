@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import write_text
 from .engine import Running
 from .errors import DataError, StatsFileError
 from .model import BatchNorm
@@ -144,9 +144,7 @@ def dumps(model: BatchNorm) -> str:
 
 
 def save(model: BatchNorm, path: str | os.PathLike[str]) -> None:
-    text = dumps(model)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_text(path, dumps(model))
 
 
 def _reject_constant(name: str) -> float:
