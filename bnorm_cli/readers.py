@@ -11,6 +11,7 @@ them to N rows.
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import re
 import shutil
@@ -283,17 +284,6 @@ def _short(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def _open_tsv(
-    path: str,
-    name: str,
-    batch_size: int,
-    numeric: Selector | None = None,
-    encoding: str = "utf-8",
-    project: bool = False,
-) -> Source:
-    return _open_csv(path, name, batch_size, numeric, encoding, project, delimiter="\t")
-
-
 def _open_ipc(
     path: str,
     name: str,
@@ -453,7 +443,7 @@ def count_rows(path: str, fmt: str) -> int | None:
 
 _READERS: dict[str, Callable[[str, str, int, Selector | None, str, bool], Source]] = {
     "csv": _open_csv,
-    "tsv": _open_tsv,
+    "tsv": functools.partial(_open_csv, delimiter="\t"),
     "parquet": _open_parquet,
     "ipc": _open_ipc,
     "ndjson": _open_ndjson,
