@@ -28,10 +28,8 @@ def write_batches(
     """
     write = _WRITERS[fmt]
     batches = prefetch(batches)
-    if fmt in ("csv", "tsv"):
-        _check_csv_types(schema, "<stdout>" if target == "-" else target)
-    if fmt == "ndjson":
-        _check_json_types(schema, "<stdout>" if target == "-" else target)
+    if fmt in _CANNOT_HOLD:
+        _check_types(schema, "<stdout>" if target == "-" else target, fmt)
     if fmt == "ipc" and (target == "-" or target.lower().endswith(".arrows")):
         write = _write_ipc_stream  # the IPC file format needs seeking; a pipe gets the stream
     if target == "-":
@@ -57,41 +55,8 @@ def _flushed(batches: Iterable[pa.RecordBatch], out: BinaryIO) -> Iterator[pa.Re
         out.flush()  # the writer asks for the next batch once it has written this one
 
 
-def _check_csv_types(schema: pa.Schema, where: str) -> None:
-    """Refuse, before writing anything, columns that CSV text cannot hold."""
-    for field in schema:
-        t = field.type
-        if isinstance(t, pa.ExtensionType):
-            t = t.storage_type
-        if pa.types.is_dictionary(t):
-            t = t.value_type
-        if (
-            pa.types.is_nested(t)
-            or pa.types.is_binary(t)
-            or pa.types.is_large_binary(t)
-            or pa.types.is_fixed_size_binary(t)
-            or pa.types.is_binary_view(t)
-            or pa.types.is_duration(t)
-            or pa.types.is_interval(t)
-            or pa.types.is_decimal256(t)
-        ):
-            raise OutputError(
-                f'{where}: column "{field.name}" is {field.type}, which CSV cannot hold;'
-                " write Parquet instead (a .parquet output name, or --output-format parquet)"
-            )
-
-
-def _check_json_types(schema: pa.Schema, where: str) -> None:
-    """Refuse, before writing anything, columns the NDJSON writer cannot hold (bytes)."""
-    for field in schema:
-        if _holds(field.type, _not_json):
-            raise OutputError(
-                f'{where}: column "{field.name}" is {field.type}, which NDJSON cannot hold;'
-                " write Parquet or Arrow IPC instead (--output-format parquet or ipc)"
-            )
-
-
 def _not_json(t: pa.DataType) -> bool:
+    """Bytes and the like, which the NDJSON writer cannot hold."""
     return (
         pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
@@ -100,6 +65,30 @@ def _not_json(t: pa.DataType) -> bool:
         or pa.types.is_interval(t)
         or pa.types.is_decimal256(t)
     )
+
+
+def _not_csv(t: pa.DataType) -> bool:
+    """What CSV text cannot hold: the same, plus nested values and durations."""
+    return pa.types.is_nested(t) or pa.types.is_duration(t) or _not_json(t)
+
+
+#: format -> (the types it cannot hold, what to write instead)
+_CANNOT_HOLD: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
+    "csv": (_not_csv, "write Parquet instead (a .parquet output name, or --output-format parquet)"),
+    "tsv": (_not_csv, "write Parquet instead (a .parquet output name, or --output-format parquet)"),
+    "ndjson": (_not_json, "write Parquet or Arrow IPC instead (--output-format parquet or ipc)"),
+}
+
+
+def _check_types(schema: pa.Schema, where: str, fmt: str) -> None:
+    """Refuse, before writing anything, columns the output format cannot hold."""
+    test, fix = _CANNOT_HOLD[fmt]
+    name = "CSV" if fmt in ("csv", "tsv") else fmt.upper()
+    for field in schema:
+        if _holds(field.type, test):
+            raise OutputError(
+                f'{where}: column "{field.name}" is {field.type}, which {name} cannot hold; {fix}'
+            )
 
 
 def _holds(t: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
