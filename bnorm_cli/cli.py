@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -89,6 +91,17 @@ def _profile(report_path: str | None) -> Profile | None:
     return Profile()
 
 
+def _progress(
+    description: str, total: int | None, quiet: bool
+) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """The progress bar (console.progress), without importing Rich when quiet."""
+    if quiet:
+        return contextlib.nullcontext(lambda rows: None)
+    from . import console
+
+    return console.progress(description, total, quiet)
+
+
 def _finish(
     rep: report.Report,
     report_path: str | None,
@@ -96,13 +109,13 @@ def _finish(
     model: BatchNorm | None = None,
     profile: Profile | None = None,
 ) -> None:
-    from . import console
-
     if report_path and profile is not None and model is not None:
         _write_html(rep, report_path, model, profile)
     elif report_path:
         report.write(rep, report_path)
     if not quiet:
+        from . import console  # Rich is imported only when something is shown
+
         console.show_report(rep)
         for message in model.warnings_ if model is not None else []:
             console.warn(message)
@@ -155,8 +168,6 @@ def fit(
     Records the exact population mean/variance and PyTorch-style running
     statistics of every normalized column, plus gamma and beta.
     """
-    from . import console
-
     with handled(debug):
         model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
         if report_path:
@@ -164,7 +175,7 @@ def fit(
         profile = _profile(report_path)
         check_writable_target(stats, input_paths(inputs))
         source = open_inputs(inputs, input_format, model, encoding=encoding, project=True)
-        with console.progress("fit", source.total_rows, quiet) as advance:
+        with _progress("fit", source.total_rows, quiet) as advance:
             pipeline.fit(model, source, advance, profile)
         model.save(stats)
         rep = report.build("fit", source.name, model, model.rows_)
@@ -210,7 +221,6 @@ def transform(
     debug: Debug = False,
 ) -> None:
     """Normalize with saved statistics (Batch Normalization inference mode)."""
-    from . import console
     from .writers import write_batches
 
     with handled(debug):
@@ -233,7 +243,7 @@ def transform(
                     raise UsageError(f'--inverse: column "{c}" has gamma 0; it cannot be inverted')
         wanted = report_path is not None or not quiet
         observed: dict[str, Any] | None = {} if wanted else None
-        with console.progress("transform", source.total_rows, quiet) as advance:
+        with _progress("transform", source.total_rows, quiet) as advance:
             schema, batches = pipeline.transform(
                 model, source, use.value, _dtype(dtype), inverse, observed, advance, profile
             )
@@ -278,7 +288,6 @@ def normalize(
     debug: Debug = False,
 ) -> None:
     """One training-mode pass: normalize each batch as Batch Normalization does while training."""
-    from . import console
     from .writers import write_batches
 
     with handled(debug):
@@ -290,7 +299,7 @@ def normalize(
         if stats:
             check_writable_target(stats, input_paths(inputs))
         source = open_inputs(inputs, input_format, model, encoding=encoding)
-        with console.progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
+        with _progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
             schema, batches = pipeline.normalize(
                 model, source, mode.value, _dtype(dtype), advance, profile
             )
@@ -310,8 +319,6 @@ def inspect(
     debug: Debug = False,
 ) -> None:
     """Show a statistics file as a table (or JSON for scripts)."""
-    from . import console
-
     with handled(debug):
         model = stats_file.load(stats)
         if as_json:
@@ -319,6 +326,8 @@ def inspect(
                 doc = json.load(f)
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")
             return
+        from . import console
+
         rep = report.build("inspect", stats, model, model.rows_)
         console.show_report(rep)
         momentum = "cumulative" if model.momentum is None else f"{model.momentum:g}"

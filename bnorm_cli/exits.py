@@ -80,13 +80,13 @@ def _stop(signum: int) -> None:
 @contextlib.contextmanager
 def handled(debug: bool) -> Iterator[None]:
     """One line on stderr and the right exit code for every expected failure."""
-    from . import console
-
     try:
         yield
     except BnormError as e:
         if debug:
             raise
+        from . import console  # Rich only when there is something to say
+
         console.error(str(e))
         if e.exit_code == 2:
             console.stderr.print("Try 'bnorm --help' for help.", highlight=False)
@@ -98,6 +98,8 @@ def handled(debug: bool) -> Iterator[None]:
             _quiet_broken_pipe()
         if debug:
             raise
+        from . import console
+
         console.error(f"{e.filename or 'I/O'}: {e.strerror or e}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

@@ -96,7 +96,7 @@ class BatchNorm:
         self.num_batches_tracked_ = 0
         self.started_ = False
         self.last_moments_: dict[str, mom.Moments] = {}
-        self._shifts: dict[str, float] = {}  # per column: the last batch mean (moments.py)
+        self._shifts: dict[str, float] = {}  # per column: a recent batch mean (moments.recentre)
         self.warnings_: list[str] = []
 
     @property
@@ -181,8 +181,8 @@ class BatchNorm:
             quick = fast[c]
             if quick is not None:
                 out[c] = quick
-                if quick.n:
-                    self._shifts[c] = quick.mean_hi  # the next batch sums around this mean
+                if quick.n and mom.recentre(self._shifts.get(c), quick):
+                    self._shifts[c] = quick.mean_hi  # later batches sum around this mean
                 continue
             values = batch.get_column(c).cast(pl.Float64).to_numpy()
             nan = np.isnan(values)
@@ -199,8 +199,9 @@ class BatchNorm:
 
     def _check_integer_range(self, batch: pl.DataFrame, moments: dict[str, mom.Moments]) -> None:
         """Integers beyond 2^53 are rounded to float64 (the policy); say so once."""
+        schema = batch.schema
         for c, m in moments.items():
-            if m.n and batch.schema[c].is_integer() and max(-m.min, m.max) > 2.0**53:
+            if m.n and max(-m.min, m.max) > 2.0**53 and schema[c].is_integer():
                 msg = (
                     f'column "{c}": integers beyond 2^53 are rounded to the nearest float64'
                     " before normalizing; exclude it with -x if exact integers matter"

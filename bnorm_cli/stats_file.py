@@ -17,8 +17,6 @@ import math
 import os
 from typing import Any
 
-import jsonschema
-
 from . import __version__
 from .atomic import write_text
 from .engine import Running
@@ -209,6 +207,8 @@ def from_dict(doc: Any, source: str = "<statistics>") -> BatchNorm:
             f" bnorm (it reads version {VERSION}); upgrade bnorm, or re-create the file"
             " with `bnorm fit`"
         )
+    import jsonschema  # imported here: ~70 ms that only loading needs
+
     try:
         jsonschema.validate(doc, SCHEMA)
     except jsonschema.ValidationError as e:
