@@ -61,6 +61,9 @@ CASES = {
         [rng.normal(0, 1, N // 2), 1e9 + rng.normal(0, 1, N // 2)]
     ),
     "values near 1e152 (scaled path)": rng.normal(1e152, 1e151, N),
+    # the one-pass sums keep their shift until the mean moves a standard deviation
+    "slow drift (0.4 std per batch)": 1e6 + np.arange(N) * (0.4 / B) + rng.normal(0, 1, N),
+    "fast drift (30 std per batch)": np.arange(N) * (30.0 / B) + rng.normal(0, 1, N),
 }
 
 
@@ -120,3 +123,40 @@ def test_huge_constant_column_is_fine() -> None:
     model = BatchNorm(batch_size=7, columns=["x"]).fit(frame)
     assert model.population_["x"].mean == 1.5e304 and model.population_["x"].var == 0.0
     assert model.transform(frame).get_column("x").to_list() == [0.0] * 100
+
+
+def test_fast_path_matches_exact_path_with_nan_and_nulls() -> None:
+    """The one-pass sums (NaN counted first, such columns summed again without
+    them) agree with the exact two-pass path, and give up on a far shift."""
+    from bnorm_cli import moments as mom
+
+    x = rng.normal(5.0, 2.0, 5000)
+    with_nan = x.copy()
+    with_nan[::7] = np.nan
+    frame = pl.DataFrame({"plain": x, "nan": with_nan, "ints": np.arange(5000)}).with_columns(
+        pl.when(pl.int_range(pl.len()) % 11 == 0)
+        .then(None)
+        .otherwise(pl.col("plain"))
+        .alias("nulls")
+    )
+    shifts = {c: 5.0 for c in frame.columns}
+    fast = mom.frame_moments(frame, frame.columns, shifts)
+    for c in frame.columns:
+        values = frame.get_column(c).cast(pl.Float64).to_numpy()
+        nan = np.isnan(values)
+        exact = mom.from_values(values[~nan], int(nan.sum()))
+        got = fast[c]
+        assert got is not None, c
+        assert (got.n, got.missing, got.min, got.max) == (
+            exact.n,
+            exact.missing,
+            exact.min,
+            exact.max,
+        )
+        assert (
+            rel_err(got.mean_hi + got.mean_lo, Fraction(exact.mean_hi) + Fraction(exact.mean_lo))
+            < 1e-15
+        )
+        assert abs(got.m2 - exact.m2) <= 1e-13 * exact.m2
+    far = mom.frame_moments(frame, ["plain"], {"plain": 1e6})  # 5e5 std away
+    assert far["plain"] is None
