@@ -38,7 +38,7 @@ def write_batches(
         out.flush()
         return rows
     try:
-        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        with atomic_path(target) as tmp, _open_native(tmp, fmt) as f:
             return write(f, schema, batches)
     except OSError as e:  # disk full, file size limit, ...: the temporary file is gone
         reason = e.strerror or " ".join(str(e).split())
@@ -46,6 +46,15 @@ def write_batches(
             f"{target}: cannot write the output ({reason}); make room on the disk or"
             " choose another -o path"
         ) from None
+
+
+def _open_native(path: str, fmt: str) -> BinaryIO:
+    """The output file; for the Arrow writers (Parquet, IPC) a native one, so that
+    their writes do not go through Python and wait for the GIL held by the thread
+    that produces the batches."""
+    if fmt in ("parquet", "ipc"):
+        return pa.OSFile(path, "wb")  # type: ignore[return-value]
+    return open(path, "wb")
 
 
 def _flushed(batches: Iterable[pa.RecordBatch], out: BinaryIO) -> Iterator[pa.RecordBatch]:
