@@ -199,9 +199,8 @@ class BatchNorm:
 
     def _check_integer_range(self, batch: pl.DataFrame, moments: dict[str, mom.Moments]) -> None:
         """Integers beyond 2^53 are rounded to float64 (the policy); say so once."""
-        schema = batch.schema
         for c, m in moments.items():
-            if m.n and max(-m.min, m.max) > 2.0**53 and schema[c].is_integer():
+            if m.n and max(-m.min, m.max) > 2.0**53 and batch.schema[c].is_integer():
                 msg = (
                     f'column "{c}": integers beyond 2^53 are rounded to the nearest float64'
                     " before normalizing; exclude it with -x if exact integers matter"
