@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --rows 5000000 --repeat 3 [--cols 16] [--batch-size 65536]
         [--csv] [--only fit,transform] [--workdir DIR] [--json out.json]
-        [--rss-baseline run-1m.json]
+        [--rss-baseline run-1m.json | --rss-baseline-rows 1000000]
 
 Every workload runs as its own process, ``--repeat`` times, alternating
 (for each repeat: every workload once, in catalog order); the report shows
@@ -19,7 +19,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -219,12 +219,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "keeps the quietest (for shared machines)",
     )
     p.add_argument("--json", type=Path, help="also write the raw numbers here")
-    p.add_argument(
+    base = p.add_mutually_exclusive_group()
+    base.add_argument(
         "--rss-baseline",
         type=Path,
         help="--json of a smaller run (1M rows): check peak RSS growth against it",
     )
+    base.add_argument(
+        "--rss-baseline-rows",
+        type=int,
+        metavar="N",
+        help="first run the bnorm commands on N rows (e.g. 1000000), the same way, and "
+        "check peak RSS growth against that run",
+    )
     a = p.parse_args(argv)
+    if a.rss_baseline_rows is not None and a.rss_baseline_rows < 1:
+        p.error("--rss-baseline-rows must be >= 1")
     if a.rows < 1 or a.cols < 1 or a.batch_size < 1 or a.repeat < 1 or a.retry_noisy < 0:
         p.error("--rows, --cols, --batch-size and --repeat must be >= 1, --retry-noisy >= 0")
     try:
@@ -248,9 +258,17 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         retry_noisy=a.retry_noisy,
     )
-    run = run_suite(cfg)
     baseline = json.loads(a.rss_baseline.read_text())["workloads"] if a.rss_baseline else None
+    small = None
+    if a.rss_baseline_rows:
+        bnorm = tuple(s.name for s in wl.select(list(cfg.only), cfg.csv) if s.kind == "bnorm")
+        _say(f"RSS baseline: the bnorm commands on {a.rss_baseline_rows:,} rows")
+        small = run_suite(replace(cfg, rows=a.rss_baseline_rows, only=bnorm))
+        baseline = small["workloads"]
+    run = run_suite(cfg)
     run["checks"] = report.evaluate(run["workloads"], baseline)
+    if small is not None:
+        run["rss_baseline_run"] = small
     print(report.render(run))
     if a.json:
         a.json.write_text(json.dumps(run, indent=2) + "\n")
