@@ -147,28 +147,29 @@ def frame_moments(
     `from_values`, the exact two-pass path. Deterministic: ``frame`` is one chunk
     and an eager select over one chunk does not depend on the thread count.
 
-    The first pass sums the values as they are and counts NaN; only columns
-    that hold NaN are summed again with NaN turned into nulls (turning them
-    into nulls up front doubled the cost of every batch).
+    The first pass sums the values as they are: a NaN (or +/-inf) anywhere in a
+    column makes its sum NaN (or infinite), and only such columns are summed
+    again with NaN turned into nulls (turning them into nulls up front doubled
+    the cost of every batch; counting NaN cost another 20%).
     """
     out = _sums(frame, columns, shifts, nan_as_null=False)
-    with_nan = [c for c, (nan, *_) in out.items() if nan]
-    out.update(_sums(frame, with_nan, shifts, nan_as_null=True))
-    return {c: _from_sums(*sums[1:], shifts.get(c, 0.0)) for c, sums in out.items()}
+    redo = [c for c, sums in out.items() if not math.isfinite(sums[4])]
+    out.update(_sums(frame, redo, shifts, nan_as_null=True))
+    return {c: _from_sums(*sums, shifts.get(c, 0.0)) for c, sums in out.items()}
 
 
-_Sums = tuple[int, int, int, float | None, float | None, float, float]
+_Sums = tuple[int, int, float | None, float | None, float, float]
 
 
 def _sums(
     frame: pl.DataFrame, columns: Sequence[str], shifts: Mapping[str, float], nan_as_null: bool
 ) -> dict[str, _Sums]:
-    """Per column: NaN count, valid count, null count, min, max, S1, S2."""
+    """Per column: valid count, null count, min, max, S1, S2."""
     if not columns:
         return {}
     key = tuple((c, shifts.get(c, 0.0)) for c in columns)
     row = frame.select(_sum_exprs(key, nan_as_null)).row(0)
-    return {c: row[7 * i : 7 * i + 7] for i, c in enumerate(columns)}
+    return {c: row[6 * i : 6 * i + 6] for i, c in enumerate(columns)}
 
 
 @functools.lru_cache(maxsize=16)
@@ -180,7 +181,6 @@ def _sum_exprs(columns: tuple[tuple[str, float], ...], nan_as_null: bool) -> lis
         x = x.fill_nan(None) if nan_as_null else x
         d = x - shift
         exprs += [
-            pl.lit(0).alias(f"z{i}") if nan_as_null else x.is_nan().sum().alias(f"z{i}"),
             x.count().alias(f"n{i}"),
             x.null_count().alias(f"m{i}"),
             x.min().alias(f"lo{i}"),
