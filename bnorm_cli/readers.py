@@ -2,8 +2,9 @@
 
 Memory stays bounded by the batch size: Parquet is read with
 ``pre_buffer=False`` (with pre-buffering pyarrow holds the whole file, Arrow
-GH-39808), CSV/TSV and NDJSON (plain or ``.gz``/``.zst``/``.bz2``) by pyarrow's
-streaming readers in byte blocks, Arrow IPC batch by batch (a file memory-mapped).
+GH-39808), CSV/TSV and NDJSON (plain or ``.gz``/``.zst``/``.bz2``) in byte blocks
+(a CSV file in pieces parsed on several cores, `csv_parallel`; a pipe by pyarrow's
+streaming reader), Arrow IPC batch by batch (a file memory-mapped).
 Batches come in whatever sizes the reader likes; `batching.exact_batches` cuts
 them to N rows.
 """
@@ -22,13 +23,14 @@ import tempfile
 import weakref
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from .csv_parallel import Readable, parallel_csv
 from .errors import DataError
 from .formats import compression_of
 from .streams import Recorder, RowEnds
@@ -131,8 +133,8 @@ def _open_csv(
     raw = _open_binary(path)
     # Decoded to UTF-8 before the recorder, which cuts blocks at UTF-8 newlines.
     stream = Recorder(_to_utf8(raw, encoding), RowEnds(quotes=True))
-    # Serial reading: errors then carry the row number, and no reader thread is
-    # left reading from a stream that is being closed after an error.
+    # Serial pyarrow reading (use_threads=False): errors then carry the row number,
+    # and no reader thread is left reading from a stream closed after an error.
     read = pacsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False)
     parse = pacsv.ParseOptions(newlines_in_values=True, delimiter=delimiter)
     inferred: pa.Schema | None = None
@@ -143,36 +145,39 @@ def _open_csv(
         _check_names(inferred, name)
         chosen = set(numeric(inferred) if numeric else _numeric_names(inferred))
         types = {f.name: pa.float64() if f.name in chosen else pa.string() for f in inferred}
-        if _regular_file(path):
-            # Read it again from the start as a native stream: pyarrow then reads
-            # each block without calling into Python (and waiting for the GIL).
-            raw.close()
-            raw = _open_binary(path, native=True)
-            text: BinaryIO = _to_utf8(raw, encoding)
-        else:  # a pipe: what was read is served again by the recorder
-            stream.rewind()
-            text = stream  # type: ignore[assignment]
+        schema = pa.schema([pa.field(n, types[n]) for n in inferred.names])
         # Smaller blocks after the first: 2 MiB holds peak memory ~80 MiB lower than
         # 4 MiB on the 5M-row benchmark at the same speed (a row may be up to 2 MiB).
         block = min(CSV_BLOCK_SIZE, CSV_READ_BLOCK_SIZE)
-        reader = pacsv.open_csv(
-            text,
-            read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
-            parse_options=parse,
-            # no projection for CSV (``project`` is ignored): every field is still
-            # tokenized, and converting the text columns checks they are valid UTF-8
-            convert_options=_convert(types),
-        )
+        # no projection for CSV (``project`` is ignored): every field is still
+        # tokenized, and converting the text columns checks they are valid UTF-8
+        convert = _convert(types)
+        if _regular_file(path) and b"\n" in stream.recorded:
+            # A file is read again from the start, natively (no Python, nor GIL, per
+            # block), and parsed on several cores. ("\r"-only line ends: below.)
+            raw.close()
+            raw = _open_binary(path, native=True)
+            text = _to_utf8(raw, encoding)
+            batches = parallel_csv(cast(Readable, text), inferred.names, parse, convert, block)
+        else:  # a pipe: what was read is served again by the recorder, then the rest
+            stream.rewind()
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
+                parse_options=parse,
+                convert_options=convert,
+            )
+            batches = iter(reader)
     except (pa.ArrowException, OSError, UnicodeDecodeError, DataError) as e:
         if raw is not sys.stdin.buffer:
             raw.close()
         if isinstance(e, DataError):
             raise
         raise DataError(f"{name}: {_explain(e, inferred or pa.schema([]))}") from None
-    pieces = _guard(iter(reader), name, reader.schema, raw)
+    pieces = _guard(batches, name, schema, raw)
     if raw is not sys.stdin.buffer:  # a source dropped unread (an error) still closes its file
         weakref.finalize(pieces, raw.close)
-    return Source(name, reader.schema, None, pieces, inferred)
+    return Source(name, schema, None, pieces, inferred)
 
 
 def _spool_stdin() -> BinaryIO:
@@ -397,7 +402,7 @@ def _open_ndjson(
     pieces = _guard(_json_errors(iter(reader), name, chosen), name, reader.schema, raw)
     if raw is not sys.stdin.buffer:
         weakref.finalize(pieces, raw.close)
-    return Source(name, reader.schema, None, pieces, inferred)
+    return Source(name, schema, None, pieces, inferred)
 
 
 def _json_type(t: pa.DataType) -> pa.DataType:

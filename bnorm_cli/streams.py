@@ -71,6 +71,11 @@ class Recorder(io.RawIOBase):
         view[:n] = data[:n]
         return n
 
+    @property
+    def recorded(self) -> bytes:
+        """What has been read so far (before `rewind`)."""
+        return b"".join(self._recorded)
+
     def rewind(self) -> None:
         """Serve the recorded bytes again, then the rest; stop recording."""
         if self._rows is not None:
