@@ -40,7 +40,7 @@ def parallel_csv(
     workers: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of the CSV ``text`` (from its header line on), in order."""
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or min(4, _cpus())
 
     def parse_piece(piece: memoryview, first: bool) -> pa.Table:
         options = pacsv.ReadOptions(
@@ -64,6 +64,14 @@ def parallel_csv(
             rows = yield from _emit(pending.popleft(), rows)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (a container may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _emit(future: cf.Future[pa.Table], rows: int) -> Generator[pa.RecordBatch, None, int]:
