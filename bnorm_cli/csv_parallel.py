@@ -2,8 +2,8 @@
 
 pyarrow's streaming CSV reader parses one block at a time on one core. For a
 file (not a pipe), the text is cut here into pieces at row ends (outside quotes,
-so quoted fields may hold newlines), and each piece is parsed
-by ``pyarrow.csv.read_csv`` (serially, with the same options as the streaming
+so quoted fields may hold newlines), and each piece is parsed by
+``pyarrow.csv.read_csv`` (serially, with the same options as the streaming
 reader) in a small thread pool; pieces come back in file order. Memory: a few
 pieces in flight.
 
