@@ -24,6 +24,8 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from .streams import RowEnds
+
 _ROW = re.compile(r"Row #(\d+)")
 
 
@@ -113,21 +115,13 @@ def _pieces(text: Readable, size: int) -> Iterator[memoryview]:
 def _row_end(buf: bytearray) -> int:
     """Length of the longest prefix of ``buf`` that ends with a row, or 0.
 
-    A row ends at a newline outside quotes. ``buf`` starts outside quotes (at a
-    row start), so a newline is outside iff the ``"`` before it are even in number
-    (an escaped ``""`` counts twice).
+    ``buf`` starts at a row start, outside quotes (every piece does), which is
+    where a fresh `RowEnds` starts; `RowEnds.cut` does not change it.
     """
-    pos = buf.rfind(b"\n")
-    if pos < 0:
-        return 0
-    before = buf.count(b'"', 0, pos)
-    while before % 2:  # inside a quoted field: try the newline before
-        prev = buf.rfind(b"\n", 0, pos)
-        if prev < 0:
-            return 0
-        before -= buf.count(b'"', prev, pos)
-        pos = prev
-    return pos + 1
+    return _FROM_A_ROW_START.cut(buf, len(buf))
+
+
+_FROM_A_ROW_START = RowEnds(quotes=True)
 
 
 def _read_into(text: Readable, view: memoryview) -> int:
