@@ -1,7 +1,12 @@
-"""bnorm: Batch Normalization for tabular data larger than memory."""
+"""bnorm: Batch Normalization for tabular data larger than memory.
 
-__version__ = "0.1.0"
+The package is layered; imports point down only (tests/test_layers.py):
+``core`` (moments, fold, maps, the model: no I/O) < ``io`` (plan, readers,
+writers, statistics file) < ``engines`` (serial) and ``report`` < ``api`` (the
+public `BatchNorm` with save/load) < ``cli``.
+"""
 
-from .model import BatchNorm
+from .api import BatchNorm
+from .version import __version__
 
 __all__ = ["BatchNorm", "__version__"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from bnorm_cli.cli import app
+from bnorm_cli.cli.app import app
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"

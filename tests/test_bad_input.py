@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bnorm_cli.cli import app
+from bnorm_cli.cli.app import app
 
 BNORM = [sys.executable, "-m", "bnorm_cli"]
 TIMEOUT = 120

@@ -25,9 +25,9 @@ from polars.testing import assert_frame_equal, assert_series_equal
 from typer.testing import CliRunner, Result
 
 import bnorm_cli
-from bnorm_cli import readers
-from bnorm_cli.cli import app
-from bnorm_cli.errors import BnormError
+from bnorm_cli.cli.app import app
+from bnorm_cli.core.errors import BnormError
+from bnorm_cli.io import readers
 
 try:  # works whether or not tests/ is a package
     from tests import reference as ref

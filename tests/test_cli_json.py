@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from bnorm_cli import __version__
-from bnorm_cli.cli import app
+from bnorm_cli.cli.app import app
 
 runner = CliRunner()
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "sensors.parquet"

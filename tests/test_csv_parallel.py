@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from bnorm_cli.csv_parallel import _row_end, parallel_csv
+from bnorm_cli.io.csv_parallel import _row_end, parallel_csv
 
 NAMES = ["x", "note", "y"]
 TYPES = {"x": pa.float64(), "note": pa.string(), "y": pa.float64()}

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from bnorm_cli.cli import app
+from bnorm_cli.cli.app import app
 
 runner = CliRunner()
 
@@ -67,7 +67,7 @@ def test_sklearn_scaler_reproduces_population_transform(
     tmp_path: Path, fitted: tuple[Path, Path, pl.DataFrame]
 ) -> None:
     pytest.importorskip("sklearn", exc_type=ImportError)
-    from bnorm_cli.export import load_sklearn_scaler
+    from bnorm_cli.io.export import load_sklearn_scaler
 
     data, stats, frame = fitted
     out = tmp_path / "scaler.json"

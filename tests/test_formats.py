@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 from typer.testing import CliRunner
 
-from bnorm_cli import readers, streams
-from bnorm_cli.cli import app
+from bnorm_cli.cli.app import app
+from bnorm_cli.io import readers, streams
 
 BNORM = [sys.executable, "-m", "bnorm_cli"]
 TIMEOUT = 60

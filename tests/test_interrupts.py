@@ -23,7 +23,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from bnorm_cli.cli import app
+from bnorm_cli.cli.app import app
 
 BNORM = [sys.executable, "-m", "bnorm_cli"]
 TIMEOUT = 120

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from bnorm_cli import BatchNorm
-from bnorm_cli.errors import DataError, UsageError
+from bnorm_cli.core.errors import DataError, UsageError
 
 try:
     from tests import reference as ref

@@ -14,8 +14,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bnorm_cli import BatchNorm, stats_file
-from bnorm_cli.errors import DataError
+from bnorm_cli import BatchNorm
+from bnorm_cli.core.errors import DataError
+from bnorm_cli.io import stats_file
 
 N = 20_000
 B = 4096
@@ -128,7 +129,7 @@ def test_huge_constant_column_is_fine() -> None:
 def test_fast_path_matches_exact_path_with_nan_and_nulls() -> None:
     """The one-pass sums (NaN counted first, such columns summed again without
     them) agree with the exact two-pass path, and give up on a far shift."""
-    from bnorm_cli import moments as mom
+    from bnorm_cli.core import moments as mom
 
     x = rng.normal(5.0, 2.0, 5000)
     with_nan = x.copy()

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 from typer.testing import CliRunner
 
-from bnorm_cli.cli import app
+from bnorm_cli.cli.app import app
 
 runner = CliRunner()
 

@@ -19,7 +19,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from bnorm_cli.cli import app
+from bnorm_cli.cli.app import app
 
 BNORM = [sys.executable, "-m", "bnorm_cli"]
 TIMEOUT = 60

@@ -10,7 +10,8 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bnorm_cli import BatchNorm, stats_file
+from bnorm_cli import BatchNorm
+from bnorm_cli.io import stats_file
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

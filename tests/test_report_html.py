@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from bnorm_cli.cli import app
-from bnorm_cli.profile import Profile
+from bnorm_cli.cli.app import app
+from bnorm_cli.report.profile import Profile
 
 runner = CliRunner()
 

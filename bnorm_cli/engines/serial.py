@@ -7,26 +7,33 @@ writer's row-group buffer), never the file.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 import polars as pl
 import pyarrow as pa
 
-from . import moments as mom
-from .batching import exact_batches, prefetch
-from .errors import DataError
-from .model import BatchNorm, Mode, Use
-from .profile import Profile
-from .readers import Source
+from ..core import moments as mom
+from ..core.batching import exact_batches, polars_schema, prefetch
+from ..core.errors import DataError
+from ..core.maps import Running
+from ..core.model import BatchNorm, Mode, Use
+from ..io.readers import Source
 
 Progress = Callable[[int], None]
 Observed = dict[str, mom.Moments]
 
 
-def polars_schema(schema: pa.Schema) -> pl.Schema:
-    frame = pl.from_arrow(schema.empty_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame.schema
+class Profile(Protocol):
+    """What watches each batch go by (the HTML report's sampler, `report.profile`)."""
+
+    def add_batch(
+        self,
+        before: pl.DataFrame,
+        after: pl.DataFrame | None,
+        moments: Mapping[str, mom.Moments] | None = None,
+        running: Mapping[str, Running] | None = None,
+    ) -> None: ...
 
 
 def output_schema(schema: pa.Schema, columns: list[str], dtype: type[pl.DataType]) -> pa.Schema:
@@ -103,7 +110,7 @@ def transform(
         observed.update({c: mom.Moments() for c in model.columns_})
 
     def run() -> Iterator[pa.RecordBatch]:
-        from .engine import apply_maps
+        from ..core.maps import apply_maps
 
         rows = 0
         for i, batch in enumerate(_batches(source, model, progress), 1):

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import StatsFileError, UsageError, did_you_mean
-from .model import BatchNorm
+from ..core.errors import StatsFileError, UsageError, did_you_mean
+from ..core.model import BatchNorm
 
 
 def pick_columns(model: BatchNorm, columns: Sequence[str] | None) -> list[str]:

@@ -30,10 +30,10 @@ from urllib.parse import unquote
 import polars as pl
 import pyarrow as pa
 
-from .errors import DataError, UsageError
+from ..core.batching import polars_schema
+from ..core.errors import DataError, UsageError
+from ..core.model import BatchNorm, is_numeric
 from .formats import infer_format, is_data_file
-from .model import BatchNorm, is_numeric
-from .pipeline import polars_schema
 from .readers import Selector, Source, count_rows, open_source
 
 #: The folder name of a null partition value (Hive, Spark, pyarrow, polars).

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+import polars as pl
 import pyarrow as pa
 
 T = TypeVar("T")
@@ -102,3 +103,10 @@ class _Raised:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+def polars_schema(schema: pa.Schema) -> pl.Schema:
+    """The polars schema of data with this Arrow schema."""
+    frame = pl.from_arrow(schema.empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.schema

@@ -11,10 +11,10 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import check_writable_target, write_text
-from .errors import UsageError
-from .model import BatchNorm
-from .moments import Moments
+from ..core.errors import UsageError
+from ..core.model import BatchNorm
+from ..core.moments import Moments
+from ..io.atomic import check_writable_target, write_text
 
 HEADERS = ("column", "count", "nulls", "mean", "std", "min", "max", "running mean", "running std")
 

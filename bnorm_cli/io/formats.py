@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 FORMATS = ("csv", "tsv", "parquet", "ipc", "ndjson")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from ..core.errors import UsageError
 from .profile import Profile
-from .report import HEADERS, Report, cells, summary
+from .summary import HEADERS, Report, cells, summary
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem;color:#222}

@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from typing import Any, TypeVar, overload
 
-from . import __version__
+from ..core.errors import DataError, StatsFileError
+from ..core.maps import Running
+from ..core.model import BatchNorm
+from ..core.moments import Moments
+from ..version import __version__
 from .atomic import write_text
-from .engine import Running
-from .errors import DataError, StatsFileError
-from .model import BatchNorm
-from .moments import Moments
+
+M = TypeVar("M", bound=BatchNorm)
 
 FORMAT = "bnorm-stats"
 VERSION = 1
@@ -166,7 +168,11 @@ def _bounded_int(text: str) -> int:
     return value
 
 
-def load(path: str | os.PathLike[str]) -> BatchNorm:
+@overload
+def load(path: str | os.PathLike[str]) -> BatchNorm: ...
+@overload
+def load(path: str | os.PathLike[str], cls: type[M]) -> M: ...
+def load(path: str | os.PathLike[str], cls: type[BatchNorm] = BatchNorm) -> BatchNorm:
     """Read and validate a statistics file."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -191,10 +197,12 @@ def load(path: str | os.PathLike[str]) -> BatchNorm:
         raise StatsFileError(
             f"{path}: not a valid statistics file (JSON error: {e}); re-create it with `bnorm fit`"
         ) from None
-    return from_dict(doc, str(path))
+    return from_dict(doc, str(path), cls)
 
 
-def from_dict(doc: Any, source: str = "<statistics>") -> BatchNorm:
+def from_dict(
+    doc: Any, source: str = "<statistics>", cls: type[BatchNorm] = BatchNorm
+) -> BatchNorm:
     """Validate a parsed statistics document and build the fitted model."""
     if (
         isinstance(doc, dict)
@@ -218,7 +226,7 @@ def from_dict(doc: Any, source: str = "<statistics>") -> BatchNorm:
             " re-create it with `bnorm fit`"
         ) from None
     _check_consistent(doc, source)
-    model = BatchNorm(
+    model = cls(
         batch_size=doc["batch_size"],
         momentum=doc["momentum"],
         eps=doc["eps"],

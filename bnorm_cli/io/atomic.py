@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .errors import OutputError
+from ..core.errors import OutputError
 
 TMP_SUFFIX = ".tmp"
 

@@ -8,13 +8,14 @@ per batch and column for the running-statistics trace. No I/O, no plotting.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from .engine import Running
-from .moments import Moments
+from ..core.maps import Running
+from ..core.moments import Moments
 
 SAMPLE_ROWS = 20_000
 
@@ -51,8 +52,8 @@ class Profile:
         self,
         before: pl.DataFrame,
         after: pl.DataFrame | None,
-        moments: dict[str, Moments] | None = None,
-        running: dict[str, Running] | None = None,
+        moments: Mapping[str, Moments] | None = None,
+        running: Mapping[str, Running] | None = None,
     ) -> None:
         """Account for one batch (``after``: its normalized columns, if any)."""
         if not self.columns and before.width:

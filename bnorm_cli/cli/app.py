@@ -13,13 +13,17 @@ from typing import Annotated, Any
 import polars as pl
 import typer
 
-from . import __version__, pipeline, report, stats_file
-from .atomic import check_writable_target, write_text
-from .errors import UsageError, did_you_mean
+from ..core.errors import UsageError, did_you_mean
+from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm, resolve_per_column
+from ..engines import serial
+from ..io import stats_file
+from ..io.atomic import check_writable_target, write_text
+from ..io.formats import infer_format
+from ..io.inputs import input_paths, open_inputs
+from ..report import summary as report
+from ..report.profile import Profile
+from ..version import __version__
 from .exits import handled, run
-from .formats import infer_format
-from .inputs import input_paths, open_inputs
-from .model import DEFAULT_BATCH_SIZE, BatchNorm, resolve_per_column
 from .options import (
     BatchSize,
     Beta,
@@ -47,7 +51,6 @@ from .options import (
     names,
     per_column,
 )
-from .profile import Profile
 
 app = typer.Typer(
     name="bnorm",
@@ -85,7 +88,7 @@ def _profile(report_path: str | None) -> Profile | None:
     """What an HTML report needs, gathered during the pass (checked before it starts)."""
     if not report.is_html(report_path):
         return None
-    from .report_html import _pyplot
+    from ..report.html import _pyplot
 
     _pyplot()
     return Profile()
@@ -122,7 +125,7 @@ def _finish(
 
 
 def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profile) -> None:
-    from .report_html import to_html
+    from ..report.html import to_html
 
     population = {}
     for c, m in model.maps("population").items():
@@ -176,8 +179,8 @@ def fit(
         check_writable_target(stats, input_paths(inputs))
         source = open_inputs(inputs, input_format, model, encoding=encoding, project=True)
         with _progress("fit", source.total_rows, quiet) as advance:
-            pipeline.fit(model, source, advance, profile)
-        model.save(stats)
+            serial.fit(model, source, advance, profile)
+        stats_file.save(model, stats)
         rep = report.build("fit", source.name, model, model.rows_)
         _finish(rep, report_path, quiet, model, profile)
         if as_json:
@@ -221,7 +224,7 @@ def transform(
     debug: Debug = False,
 ) -> None:
     """Normalize with saved statistics (Batch Normalization inference mode)."""
-    from .writers import write_batches
+    from ..io.writers import write_batches
 
     with handled(debug):
         model = stats_file.load(stats)
@@ -244,7 +247,7 @@ def transform(
         wanted = report_path is not None or not quiet
         observed: dict[str, Any] | None = {} if wanted else None
         with _progress("transform", source.total_rows, quiet) as advance:
-            schema, batches = pipeline.transform(
+            schema, batches = serial.transform(
                 model, source, use.value, _dtype(dtype), inverse, observed, advance, profile
             )
             rows = write_batches(output, out_fmt, schema, batches)
@@ -288,7 +291,7 @@ def normalize(
     debug: Debug = False,
 ) -> None:
     """One training-mode pass: normalize each batch as Batch Normalization does while training."""
-    from .writers import write_batches
+    from ..io.writers import write_batches
 
     with handled(debug):
         model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
@@ -300,12 +303,12 @@ def normalize(
             check_writable_target(stats, input_paths(inputs))
         source = open_inputs(inputs, input_format, model, encoding=encoding)
         with _progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
-            schema, batches = pipeline.normalize(
+            schema, batches = serial.normalize(
                 model, source, mode.value, _dtype(dtype), advance, profile
             )
             write_batches(output, out_fmt, schema, batches)
         if stats:
-            model.save(stats)
+            stats_file.save(model, stats)
         rep = report.build(f"normalize --mode {mode.value}", source.name, model, model.rows_)
         _finish(rep, report_path, quiet, model, profile)
 
@@ -363,7 +366,7 @@ def export(
     `bn.load_state_dict(safetensors.torch.load_file(PATH))`; in eval mode it
     reproduces `transform --use running`. sklearn: see `bnorm_cli.export`.
     """
-    from . import export as ex
+    from ..io import export as ex
 
     with handled(debug):
         model = stats_file.load(stats)

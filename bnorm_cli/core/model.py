@@ -17,8 +17,8 @@ import polars as pl
 import pyarrow as pa
 
 from . import moments as mom
-from .engine import AffineMap, Momentum, Running, apply_maps, batch_map, population_map, running_map
 from .errors import DataError, UsageError, did_you_mean
+from .maps import AffineMap, Momentum, Running, apply_maps, batch_map, population_map, running_map
 
 #: Data the API accepts: polars frames or pyarrow tables / record batches.
 Data: TypeAlias = pl.DataFrame | pa.Table | pa.RecordBatch
@@ -312,20 +312,6 @@ class BatchNorm:
     def _require_fitted(self) -> None:
         if not self.is_fitted:
             raise UsageError("this BatchNorm is not fitted yet; call fit() or load() first")
-
-    # -- persistence -----------------------------------------------------------
-    def save(self, path: str) -> None:
-        """Write the statistics file (atomically)."""
-        from .stats_file import save
-
-        save(self, path)
-
-    @classmethod
-    def load(cls, path: str) -> BatchNorm:
-        """Read a statistics file written by ``save`` or ``bnorm fit``."""
-        from .stats_file import load
-
-        return load(path)
 
 
 def _arrow(data: Data) -> pa.Table:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 
 class UseStats(StrEnum):

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import typer
 
-from .errors import BnormError
+from ..core.errors import BnormError
 
 
 class Terminated(BaseException):
@@ -67,7 +67,7 @@ def _stop(signum: int) -> None:
     """
     import os
 
-    from .atomic import remove_pending
+    from ..io.atomic import remove_pending
 
     remove_pending()
     with contextlib.suppress(Exception):

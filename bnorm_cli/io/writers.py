@@ -10,9 +10,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..core.batching import prefetch
+from ..core.errors import OutputError
 from .atomic import atomic_path
-from .batching import prefetch
-from .errors import OutputError
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
 PARQUET_ROW_GROUP_ROWS = 1 << 17

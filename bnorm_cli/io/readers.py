@@ -30,8 +30,8 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from ..core.errors import DataError
 from .csv_parallel import Readable, parallel_csv
-from .errors import DataError
 from .formats import compression_of
 from .streams import Recorder, RowEnds
 

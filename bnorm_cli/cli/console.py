@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .report import HEADERS, Report, cells, summary
+from ..report.summary import HEADERS, Report, cells, summary
 
 stderr = Console(stderr=True, highlight=False)
 if not stderr.is_terminal:  # a log file or a pipe: do not squeeze the table to 80 columns

@@ -1,0 +1,1 @@
+"""Input and output: formats, readers, writers, atomic files, the statistics file, exports."""

@@ -1,0 +1,1 @@
+"""Reports: the per-column summary (Markdown, JSON), the HTML report and what it samples."""
