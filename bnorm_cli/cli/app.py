@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -13,8 +12,8 @@ from typing import Annotated, Any
 import polars as pl
 import typer
 
-from ..core.errors import UsageError, did_you_mean
-from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm, resolve_per_column
+from ..core.errors import UsageError
+from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..engines import serial
 from ..io import stats_file
 from ..io.atomic import check_writable_target, write_text
@@ -227,23 +226,22 @@ def transform(
     from ..io.writers import write_batches
 
     with handled(debug):
-        model = stats_file.load(stats)
-        model.batch_size = BatchNorm(batch_size=batch_size).batch_size
-        if inf is not None:
-            model.inf = inf.value
-        if eps is not None:
-            model.eps = BatchNorm(eps=eps).eps
-        _subset(model, names(columns), names(exclude))
-        _override(model, gamma, beta)
+        model = stats_file.load(stats).adjusted(
+            columns=names(columns),
+            exclude=names(exclude),
+            gamma=per_column(gamma, "--gamma"),
+            beta=per_column(beta, "--beta"),
+            eps=eps,
+            inf=None if inf is None else inf.value,  # type: ignore[arg-type]
+            batch_size=batch_size,
+        )
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
         out_fmt = _prepare_output(output, [*inputs, stats], output_format)
         source = open_inputs(inputs, input_format, model, fitted=True, encoding=encoding)
         if inverse:
-            for c, m in model.maps(use.value).items():
-                if m.scale == 0.0:
-                    raise UsageError(f'--inverse: column "{c}" has gamma 0; it cannot be inverted')
+            model.check_invertible(model.maps(use.value))
         wanted = report_path is not None or not quiet
         observed: dict[str, Any] | None = {} if wanted else None
         with _progress("transform", source.total_rows, quiet) as advance:
@@ -408,30 +406,6 @@ def _model(
         beta=0.0 if b is None else b,
         inf=inf.value,  # type: ignore[arg-type]
     )
-
-
-def _subset(model: BatchNorm, columns: list[str] | None, exclude: list[str] | None) -> None:
-    """Restrict a loaded model to some of its fitted columns (transform -c/-x)."""
-    fitted = model.columns_
-    for name in [*(columns or []), *(exclude or [])]:
-        if name not in fitted:
-            raise UsageError(
-                f'-c/-x: "{name}" is not a column of the statistics file'
-                f"{did_you_mean(name, fitted)}"
-            )
-    keep = [c for c in fitted if (columns is None or c in columns) and c not in (exclude or [])]
-    model.columns_ = keep
-
-
-def _override(model: BatchNorm, gamma: list[str] | None, beta: list[str] | None) -> None:
-    """--gamma/--beta at transform time replace the saved values they name."""
-    for values, option, target in ((gamma, "gamma", model.gamma_), (beta, "beta", model.beta_)):
-        spec = per_column(values, "--" + option)
-        if spec is None:
-            continue
-        for c, v in resolve_per_column(spec, model.columns_, option, math.nan).items():
-            if not math.isnan(v):
-                target[c] = v
 
 
 def main() -> None:

@@ -11,9 +11,26 @@ from collections.abc import Iterable
 
 
 class BnormError(Exception):
-    """Base class: an expected failure with a one-line message and an exit code."""
+    """Base class: an expected failure with a one-line message and an exit code.
+
+    Structured fields (``file``, ``column``, ``row``, ``batch``) say where, for
+    callers that want more than the message (an engine adds ``file`` and
+    ``batch`` on the way up).
+    """
 
     exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+        batch: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.file, self.column, self.row, self.batch = file, column, row, batch
 
 
 class DataError(BnormError):

@@ -9,49 +9,22 @@ come from differs:
 * running (BN inference mode): PyTorch ``BatchNorm1d`` running statistics.
 
 The map is applied in that order, never folded into ``a*x + c`` (which cancels
-catastrophically when |mean| >> std). No I/O here.
+catastrophically when |mean| >> std). Builders are vectorized: they take and
+return arrays, ``(columns,)`` for one map per column or ``(batches, columns)``
+for one per batch. No I/O here.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
-from .moments import Moments
-
-#: ``None`` is PyTorch's ``momentum=None``: the cumulative (equal-weight) average.
-Momentum = float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Running:
-    """PyTorch ``BatchNorm1d`` running statistics of one column.
-
-    ``updates`` counts the batches that updated them: a batch with fewer than two
-    valid values has no unbiased variance and leaves the running statistics
-    unchanged (PyTorch raises instead), so ``updates`` can be smaller than
-    ``num_batches_tracked``. It is the ``k`` of the cumulative ``1/k`` factor.
-    """
-
-    mean: float = 0.0
-    var: float = 1.0
-    updates: int = 0
-
-    def update(self, batch: Moments, momentum: Momentum) -> Running:
-        unbiased = batch.var_unbiased
-        mean = batch.mean
-        if unbiased is None or mean is None:
-            return self
-        k = self.updates + 1
-        f = 1.0 / k if momentum is None else momentum
-        return Running(
-            mean=(1.0 - f) * self.mean + f * mean,
-            var=(1.0 - f) * self.var + f * unbiased,
-            updates=k,
-        )
+from .errors import DataError
+from .fold import Population, RunningState
+from .moments import MomentsTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +35,6 @@ class AffineMap:
     center_lo: float
     scale: float
     beta: float
-
-    @classmethod
-    def build(
-        cls, mean_hi: float, mean_lo: float, var: float, eps: float, gamma: float, beta: float
-    ) -> AffineMap:
-        return cls(mean_hi, mean_lo, gamma / _std_or_one(var + eps), beta)
 
     def expr(self, name: str) -> pl.Expr:
         x = pl.col(name).cast(pl.Float64)
@@ -81,36 +48,98 @@ class AffineMap:
         return (((y - self.beta) / self.scale + self.center_lo) + self.center_hi).alias(name)
 
 
-def _std_or_one(var: float) -> float:
-    """sqrt(var + eps), or 1 when it is 0 (a constant column with eps=0).
+@dataclass(frozen=True)
+class Maps:
+    """Affine maps as arrays: ``(columns,)`` or ``(batches, columns)`` each."""
 
-    Then every value equals the center, so the output is ``beta`` whatever the
-    scale; 1 keeps new values finite, as StandardScaler's zero-scale rule does.
-    """
-    return math.sqrt(var) if var > 0.0 else 1.0
+    center_hi: np.ndarray
+    center_lo: np.ndarray
+    scale: np.ndarray
+    beta: np.ndarray
+
+    def by_column(self, columns: Sequence[str]) -> dict[str, AffineMap]:
+        """One `AffineMap` per column (for maps of shape ``(columns,)``)."""
+        return {
+            c: AffineMap(
+                float(self.center_hi[j]),
+                float(self.center_lo[j]),
+                float(self.scale[j]),
+                float(self.beta[j]),
+            )
+            for j, c in enumerate(columns)
+        }
 
 
-def population_map(pop: Moments, eps: float, gamma: float, beta: float) -> AffineMap:
+def build(
+    center_hi: np.ndarray,
+    center_lo: np.ndarray,
+    var: np.ndarray,
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+) -> Maps:
+    """``scale = gamma / sqrt(var + eps)``; where ``var + eps`` is 0 (a constant
+    column with eps=0) every value equals the center, so the output is ``beta``
+    whatever the scale: 1 keeps new values finite, as StandardScaler's rule does."""
+    total = var + eps
+    with np.errstate(invalid="ignore"):
+        std = np.where(total > 0.0, np.sqrt(np.where(total > 0.0, total, 1.0)), 1.0)
+    scale = gamma / std
+    shape = np.broadcast_shapes(np.shape(center_hi), np.shape(scale))
+    return Maps(
+        np.broadcast_to(center_hi, shape),
+        np.broadcast_to(center_lo, shape),
+        np.broadcast_to(scale, shape),
+        np.broadcast_to(beta, shape),
+    )
+
+
+def check_finite_var(var: np.ndarray, columns: Sequence[str], what: str) -> None:
+    """A variance beyond float64 would scale every value to 0: refuse it, naming the column."""
+    bad = ~np.isfinite(var)
+    if bad.any():
+        at = np.argwhere(bad)[0]
+        column = columns[int(at[-1])]
+        batch = int(at[0]) if var.ndim == 2 else None
+        raise DataError(
+            f'column "{column}": its {what} variance exceeds the float64 range; rescale the'
+            f" column or leave it out with -x {column}",
+            column=column,
+            batch=batch,
+        )
+
+
+def population_maps(
+    pop: Population, eps: float, gamma: np.ndarray, beta: np.ndarray, columns: Sequence[str]
+) -> Maps:
     """Inference with the exact population statistics."""
-    var = pop.var
-    return AffineMap.build(pop.mean_hi, pop.mean_lo, 0.0 if var is None else var, eps, gamma, beta)
+    check_finite_var(pop.var, columns, "population")
+    return build(pop.mean_hi, pop.mean_lo, pop.var, eps, gamma, beta)
 
 
-def batch_map(batch: Moments, eps: float, gamma: float, beta: float) -> AffineMap:
-    """BN training mode: the batch's own mean and biased variance.
+def running_maps(
+    run: RunningState | tuple[np.ndarray, np.ndarray],
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    columns: Sequence[str],
+) -> Maps:
+    """BN inference mode with running statistics (or a trace of them, per batch)."""
+    mean, var = (run.mean, run.var) if isinstance(run, RunningState) else run
+    check_finite_var(var, columns, "running")
+    return build(mean, np.zeros_like(mean), var, eps, gamma, beta)
+
+
+def batch_maps(
+    t: MomentsTable, eps: float, gamma: np.ndarray, beta: np.ndarray, columns: Sequence[str]
+) -> Maps:
+    """BN training mode: each batch's own mean and biased variance.
 
     A batch with no valid value maps nothing (its values are all missing); a
     batch with one valid value has variance 0 and maps it to ``beta``.
     """
-    var = batch.var
-    return AffineMap.build(
-        batch.mean_hi, batch.mean_lo, 0.0 if var is None else var, eps, gamma, beta
-    )
-
-
-def running_map(running: Running, eps: float, gamma: float, beta: float) -> AffineMap:
-    """BN inference mode with running statistics."""
-    return AffineMap.build(running.mean, 0.0, running.var, eps, gamma, beta)
+    check_finite_var(t["var"], columns, "batch")
+    return build(t["mean_hi"], t["mean_lo"], t["var"], eps, gamma, beta)
 
 
 def apply_maps(
@@ -124,3 +153,33 @@ def apply_maps(
         (m.inverse_expr(name) if inverse else m.expr(name)).cast(dtype) for name, m in maps.items()
     ]
     return frame.with_columns(exprs)
+
+
+def apply_batch_maps(
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    maps: Maps,
+    rows: np.ndarray,
+    dtype: type[pl.DataType] = pl.Float64,
+) -> pl.DataFrame:
+    """Each batch of ``frame`` (``rows[i]`` rows, in order) mapped by its own maps."""
+    if len(rows) == 1:  # one batch: constants, as `apply_maps` computes them
+        return apply_maps(frame, maps_of(maps, 0, columns), dtype)
+
+    def per_row(a: np.ndarray) -> pl.Series:
+        return pl.Series(np.repeat(a, rows))
+
+    exprs = []
+    for j, c in enumerate(columns):
+        x = pl.col(c).cast(pl.Float64)
+        centered = (x - per_row(maps.center_hi[:, j])) - per_row(maps.center_lo[:, j])
+        y = centered * per_row(maps.scale[:, j]) + per_row(maps.beta[:, j])
+        exprs.append(y.cast(dtype).alias(c))
+    return frame.with_columns(exprs)
+
+
+def maps_of(maps: Maps, i: int, columns: Sequence[str]) -> dict[str, AffineMap]:
+    """The maps of batch ``i`` of per-batch ``maps``."""
+    return Maps(maps.center_hi[i], maps.center_lo[i], maps.scale[i], maps.beta[i]).by_column(
+        columns
+    )

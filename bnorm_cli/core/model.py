@@ -1,24 +1,34 @@
-"""`BatchNorm`: the Python API, and the engine behind every CLI command.
+"""`BatchNorm`: the Python API's model, and the core behind every engine.
 
 Modelled on scikit-learn's StandardScaler: ``fit`` = reset + ``partial_fit``
 over batches; learned state ends in ``_``. One call to ``partial_fit`` is one
 Batch Normalization mini-batch. Data in and out are polars DataFrames, or
-pyarrow Tables/RecordBatches (then the results are pyarrow Tables); no I/O.
+pyarrow Tables/RecordBatches (then the results are pyarrow Tables); no I/O
+(saving and loading are `bnorm_cli.api`'s).
+
+Every option is validated once, here, in the constructor (and in `adjusted`,
+which makes a changed copy): the CLI only translates the errors.
+
+The learned state is one structure, `FitState` (what the statistics file
+serializes): the columns, their gamma and beta, and a `fold.Fold` holding the
+population and running statistics as arrays.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias, overload
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from . import moments as mom
+from . import maps as mp
 from .errors import DataError, UsageError, did_you_mean
-from .maps import AffineMap, Momentum, Running, apply_maps, batch_map, population_map, running_map
+from .fold import Fold, Momentum, Population, Running, RunningState
+from .moments import Moments, MomentsTable, table_moments
 
 #: Data the API accepts: polars frames or pyarrow tables / record batches.
 Data: TypeAlias = pl.DataFrame | pa.Table | pa.RecordBatch
@@ -26,6 +36,8 @@ Use = Literal["population", "running"]
 Mode = Literal["batch", "running"]
 InfPolicy = Literal["error", "missing"]
 DEFAULT_BATCH_SIZE = 65536
+#: Rows per chunk when the model cuts data itself: many small batches at once.
+CHUNK_ROWS = 1 << 16
 
 
 def is_numeric(dtype: pl.DataType) -> bool:
@@ -33,22 +45,30 @@ def is_numeric(dtype: pl.DataType) -> bool:
     return dtype.is_numeric() and not isinstance(dtype, pl.Decimal)
 
 
-def resolve_per_column(
-    spec: float | Mapping[str, float], columns: Sequence[str], what: str, default: float
-) -> dict[str, float]:
-    """Expand a number (for every column) or a ``{column: value}`` mapping.
+def chunk_rows(batch_size: int) -> int:
+    """Rows per chunk of whole batches (at least one batch, about `CHUNK_ROWS`)."""
+    return batch_size * max(1, CHUNK_ROWS // batch_size)
 
-    A mapping may hold the key ``"*"`` for the value of the unnamed columns.
-    """
-    if not isinstance(spec, Mapping):
-        return dict.fromkeys(columns, float(spec))
-    fallback = float(spec.get("*", default))
-    for name in spec:
-        if name != "*" and name not in columns:
-            raise UsageError(
-                f'--{what}: "{name}" is not a normalized column{did_you_mean(name, columns)}'
-            )
-    return {c: float(spec.get(c, fallback)) for c in columns}
+
+@dataclass
+class FitState:
+    """What a fit learned (and what the statistics file holds)."""
+
+    columns: list[str]
+    dtypes: dict[str, str]
+    input_schema: dict[str, str]
+    gamma: np.ndarray
+    beta: np.ndarray
+    fold: Fold
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def population(self) -> Population:
+        return self.fold.population
+
+    @property
+    def running(self) -> RunningState:
+        return self.fold.running
 
 
 class BatchNorm:
@@ -57,8 +77,9 @@ class BatchNorm:
     Parameters mirror the CLI options: ``batch_size`` rows per batch,
     ``momentum`` (a number in [0, 1], or ``None``/``"cumulative"`` for the
     equal-weight average), ``eps``, ``columns``/``exclude`` (default: every
-    numeric column), ``gamma``/``beta`` (a number, or ``{column: value}``),
-    and ``inf`` ("error": +/-inf stops the run; "missing": treated like NaN).
+    numeric column), ``gamma``/``beta`` (a number, or ``{column: value}`` with
+    ``"*"`` for the others), and ``inf`` ("error": +/-inf stops the run;
+    "missing": treated like NaN).
     """
 
     def __init__(
@@ -76,33 +97,75 @@ class BatchNorm:
         self.batch_size = check_batch_size(batch_size)
         self.momentum: Momentum = check_momentum(momentum)
         self.eps = check_eps(eps)
-        self.columns = list(columns) if columns is not None else None
-        self.exclude = list(exclude)
-        self.gamma = gamma
-        self.beta = beta
-        self.inf: InfPolicy = inf
-        self._reset()
+        self.columns = _names(columns, "--columns") if columns is not None else None
+        self.exclude = _names(exclude, "--exclude")
+        self.gamma = check_per_column(gamma, "gamma")
+        self.beta = check_per_column(beta, "beta")
+        self.inf: InfPolicy = check_inf(inf)
+        self.state_: FitState | None = None
+        self.last_moments_: dict[str, Moments] = {}
 
-    # -- learned state ---------------------------------------------------------
-    def _reset(self) -> None:
-        self.columns_: list[str] = []
-        self.dtypes_: dict[str, str] = {}
-        self.input_schema_: dict[str, str] = {}
-        self.population_: dict[str, mom.Moments] = {}
-        self.running_: dict[str, Running] = {}
-        self.gamma_: dict[str, float] = {}
-        self.beta_: dict[str, float] = {}
-        self.rows_ = 0
-        self.num_batches_tracked_ = 0
-        self.started_ = False
-        self.last_moments_: dict[str, mom.Moments] = {}
-        self._shifts: dict[str, float] = {}  # per column: a recent batch mean (moments.recentre)
-        self.warnings_: list[str] = []
-
+    # -- learned state, as views -------------------------------------------------
     @property
     def is_fitted(self) -> bool:
-        return self.started_
+        return self.state_ is not None
 
+    started_ = is_fitted
+
+    def _state(self) -> FitState:
+        if self.state_ is None:
+            raise UsageError("this BatchNorm is not fitted yet; call fit() or load() first")
+        return self.state_
+
+    @property
+    def columns_(self) -> list[str]:
+        return list(self.state_.columns) if self.state_ else []
+
+    @property
+    def dtypes_(self) -> dict[str, str]:
+        return dict(self.state_.dtypes) if self.state_ else {}
+
+    @property
+    def input_schema_(self) -> dict[str, str]:
+        return dict(self.state_.input_schema) if self.state_ else {}
+
+    @property
+    def population_(self) -> dict[str, Moments]:
+        if not self.state_:
+            return {}
+        pop = self.state_.population
+        return {c: pop.at(j) for j, c in enumerate(self.state_.columns)}
+
+    @property
+    def running_(self) -> dict[str, Running]:
+        if not self.state_:
+            return {}
+        run = self.state_.running
+        return {c: run.at(j) for j, c in enumerate(self.state_.columns)}
+
+    @property
+    def gamma_(self) -> dict[str, float]:
+        s = self.state_
+        return {c: float(g) for c, g in zip(s.columns, s.gamma, strict=True)} if s else {}
+
+    @property
+    def beta_(self) -> dict[str, float]:
+        s = self.state_
+        return {c: float(b) for c, b in zip(s.columns, s.beta, strict=True)} if s else {}
+
+    @property
+    def rows_(self) -> int:
+        return self.state_.fold.rows if self.state_ else 0
+
+    @property
+    def num_batches_tracked_(self) -> int:
+        return self.state_.fold.batches if self.state_ else 0
+
+    @property
+    def warnings_(self) -> list[str]:
+        return self.state_.warnings if self.state_ else []
+
+    # -- starting ----------------------------------------------------------------
     def select_columns(self, schema: pl.Schema) -> list[str]:
         """The columns to normalize in an input with this schema."""
         names = list(schema.names())
@@ -126,128 +189,146 @@ class BatchNorm:
 
     def start(self, schema: pl.Schema) -> None:
         """Reset and prepare for batches with this schema (done by ``fit``)."""
-        self._reset()
-        self.started_ = True
-        self.columns_ = self.select_columns(schema)
-        self.input_schema_ = {name: str(dtype) for name, dtype in schema.items()}
-        self.dtypes_ = {c: self.input_schema_[c] for c in self.columns_}
-        self.population_ = {c: mom.Moments() for c in self.columns_}
-        self.running_ = {c: Running() for c in self.columns_}
-        self.gamma_ = resolve_per_column(self.gamma, self.columns_, "gamma", 1.0)
-        self.beta_ = resolve_per_column(self.beta, self.columns_, "beta", 0.0)
+        columns = self.select_columns(schema)
+        gamma = resolve_per_column(self.gamma, columns, "gamma", 1.0)
+        beta = resolve_per_column(self.beta, columns, "beta", 0.0)
+        self.state_ = FitState(
+            columns=columns,
+            dtypes={c: str(schema[c]) for c in columns},
+            input_schema={name: str(dtype) for name, dtype in schema.items()},
+            gamma=np.array([gamma[c] for c in columns], np.float64),
+            beta=np.array([beta[c] for c in columns], np.float64),
+            fold=Fold(columns, self.batch_size, self.momentum),
+        )
+        self.last_moments_ = {}
 
-    # -- fitting ---------------------------------------------------------------
-    def partial_fit(self, batch: pl.DataFrame, rows: int | None = None) -> dict[str, mom.Moments]:
-        """Account for one mini-batch; return its per-column moments.
+    # -- fitting -------------------------------------------------------------------
+    def moments(self, frame: pl.DataFrame, rows: int | None = None) -> MomentsTable:
+        """The moments table of the next consecutive batches in ``frame`` (a pure
+        function of their rows; not folded). ``rows``: the row count when ``frame``
+        holds only the columns to normalize (possibly none)."""
+        state = self._state()
+        fold = state.fold
+        height = frame.height if rows is None else rows
+        table = table_moments(
+            frame,
+            state.columns,
+            self.batch_size,
+            first_batch=fold.batches,
+            first_row=fold.rows,
+            inf=self.inf,
+            rows=height,
+        )
+        self._check_integer_range(frame, table)
+        return table
+
+    def fold(
+        self, table: MomentsTable, trace: bool = False
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Fold the next batches' moments into the statistics (see `fold.Fold.add`)."""
+        return self._state().fold.add(table, trace)
+
+    def fit_batches(self, frame: pl.DataFrame, rows: int | None = None) -> MomentsTable:
+        """Account for consecutive ``batch_size``-row batches (the last may be shorter)."""
+        table = self.moments(frame, rows)
+        self.fold(table)
+        return table
+
+    def partial_fit(self, batch: Data, rows: int | None = None) -> BatchNorm:
+        """Account for one mini-batch (of any size); return ``self``.
 
         ``rows`` is the batch's row count when ``batch`` holds only the columns to
-        normalize (possibly none); by default ``batch.height``.
+        normalize (possibly none); by default its height.
         """
-        if not self.started_:
-            self.start(batch.schema)
+        frame = _polars(batch)
+        if self.state_ is None:
+            self.start(frame.schema)
         else:
-            self.check_schema(batch.schema)
-        moments = self.batch_moments(batch, first_row=self.rows_)
-        for c, m in moments.items():
-            self.population_[c] = mom.merge(self.population_[c], m)
-            self.running_[c] = self.running_[c].update(m, self.momentum)
-        self.rows_ += batch.height if rows is None else rows
-        self.num_batches_tracked_ += 1
-        return moments
-
-    def fit(self, data: Data | Iterable[Data]) -> BatchNorm:
-        """Reset, then ``partial_fit`` every batch of ``batch_size`` rows."""
-        self._reset()
-        for batch in self.iter_batches(data):
-            self.partial_fit(batch)
+            self.check_schema(frame.schema)
+        state = self._state()
+        height = frame.height if rows is None else rows
+        table = table_moments(
+            frame,
+            state.columns,
+            max(height, 1),
+            first_batch=state.fold.batches,
+            first_row=state.fold.rows,
+            inf=self.inf,
+            rows=height,
+        )
+        self._check_integer_range(frame, table)
+        self.fold(table)
+        self.last_moments_ = table.moments(0) if len(table) else {}
         return self
 
-    def iter_batches(self, data: Data | Iterable[Data]) -> Iterator[pl.DataFrame]:
-        """Batches of exactly ``batch_size`` rows (the last may be shorter)."""
+    def fit(self, data: Data | Iterable[Data]) -> BatchNorm:
+        """Reset, then account for every batch of ``batch_size`` rows."""
+        self.state_ = None
+        for chunk in self.iter_batches(data, chunk_rows(self.batch_size)):
+            if self.state_ is None:
+                self.start(chunk.schema)
+            else:
+                self.check_schema(chunk.schema)
+            self.fit_batches(chunk)
+        if self.state_ is None and isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch):
+            self.start(_polars(data).schema)  # no rows: the columns are still known
+        return self
+
+    def iter_batches(
+        self, data: Data | Iterable[Data], rows: int | None = None
+    ) -> Iterator[pl.DataFrame]:
+        """Batches of exactly ``batch_size`` (or ``rows``) rows; the last may be shorter."""
         from .batching import exact_batches
 
         frames = [data] if isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch) else data
         pieces = (b for f in frames for b in _arrow(f).to_batches())
-        for batch in exact_batches(pieces, self.batch_size):
+        for batch in exact_batches(pieces, rows or self.batch_size):
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
             yield frame
 
-    def batch_moments(self, batch: pl.DataFrame, first_row: int = 0) -> dict[str, mom.Moments]:
-        """Per-column moments of one batch (valid values only; see moments.py)."""
-        fast = mom.frame_moments(batch, self.columns_, self._shifts)
-        out: dict[str, mom.Moments] = {}
-        for c in self.columns_:
-            quick = fast[c]
-            if quick is not None:
-                out[c] = quick
-                if quick.n and mom.recentre(self._shifts.get(c), quick):
-                    self._shifts[c] = quick.mean_hi  # later batches sum around this mean
-                continue
-            values = batch.get_column(c).cast(pl.Float64).to_numpy()
-            nan = np.isnan(values)
-            missing = int(nan.sum())
-            valid = values[~nan] if missing else values
-            m = mom.from_values(valid, missing)
-            if m.n and not (math.isfinite(m.min) and math.isfinite(m.max)):
-                m = self._handle_inf(c, values, first_row, missing)
-            out[c] = m
-            if m.n and math.isfinite(m.mean_hi):
-                self._shifts[c] = m.mean_hi
-        self._check_integer_range(batch, out)
-        return out
-
-    def _check_integer_range(self, batch: pl.DataFrame, moments: dict[str, mom.Moments]) -> None:
+    def _check_integer_range(self, frame: pl.DataFrame, table: MomentsTable) -> None:
         """Integers beyond 2^53 are rounded to float64 (the policy); say so once."""
-        for c, m in moments.items():
-            if m.n and max(-m.min, m.max) > 2.0**53 and batch.schema[c].is_integer():
+        state = self._state()
+        for j, c in enumerate(table.columns):
+            if c not in frame.columns or not frame.schema[c].is_integer() or not len(table):
+                continue
+            top = max(-np.fmin.reduce(table["min"][:, j]), np.fmax.reduce(table["max"][:, j]))
+            if top > 2.0**53:
                 msg = (
                     f'column "{c}": integers beyond 2^53 are rounded to the nearest float64'
                     " before normalizing; exclude it with -x if exact integers matter"
                 )
-                if msg not in self.warnings_:
-                    self.warnings_.append(msg)
+                if msg not in state.warnings:
+                    state.warnings.append(msg)
 
-    def _handle_inf(
-        self, column: str, values: np.ndarray, first_row: int, missing: int
-    ) -> mom.Moments:
-        inf = np.isinf(values)
-        if self.inf == "error":
-            row = first_row + int(np.argmax(inf)) + 1
-            raise DataError(
-                f'column "{column}", row {row}: value {values[inf][0]}; infinite values have no'
-                " mean or variance (use --inf missing to treat them like NaN)"
-            )
-        keep = ~(inf | np.isnan(values))
-        return mom.from_values(values[keep], missing + int(inf.sum()))
-
-    # -- transforming ----------------------------------------------------------
+    # -- transforming --------------------------------------------------------------
     def check_schema(self, schema: pl.Schema) -> None:
         """Fitted columns must be present and numeric in ``schema``."""
         for c in self.columns_:
             if c not in schema:
                 raise DataError(
                     f'column "{c}" was fitted but is missing from the input'
-                    f"{did_you_mean(c, schema.names())}; refit, or pass matching data"
+                    f"{did_you_mean(c, schema.names())}; refit, or pass matching data",
+                    column=c,
                 )
             if not is_numeric(schema[c]):
                 raise DataError(
                     f'column "{c}" was fitted as {self.dtypes_.get(c, "numeric")} but is now'
-                    f" {schema[c]}; check the input or refit"
+                    f" {schema[c]}; check the input or refit",
+                    column=c,
                 )
 
-    def maps(self, use: Use = "population") -> dict[str, AffineMap]:
-        """The inference-mode affine map of each column."""
-        self._require_fitted()
+    def map_arrays(self, use: Use = "population") -> mp.Maps:
+        """The inference-mode maps of every column, as arrays."""
+        s = self._state()
         if use == "running":
-            return {
-                c: running_map(self.running_[c], self.eps, self.gamma_[c], self.beta_[c])
-                for c in self.columns_
-            }
-        return {
-            c: population_map(self.population_[c], self.eps, self.gamma_[c], self.beta_[c])
-            for c in self.columns_
-        }
+            return mp.running_maps(s.running, self.eps, s.gamma, s.beta, s.columns)
+        return mp.population_maps(s.population, self.eps, s.gamma, s.beta, s.columns)
+
+    def maps(self, use: Use = "population") -> dict[str, mp.AffineMap]:
+        """The inference-mode affine map of each column."""
+        return self.map_arrays(use).by_column(self._state().columns)
 
     @overload
     def transform(
@@ -261,10 +342,10 @@ class BatchNorm:
         self, data: Data, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
     ) -> pl.DataFrame | pa.Table:
         """Normalize with the fitted statistics (BN inference mode)."""
-        self._require_fitted()
         frame = _polars(data)
+        self._state()
         self.check_schema(frame.schema)
-        return _like(data, apply_maps(frame, self.maps(use), dtype))
+        return _like(data, mp.apply_maps(frame, self.maps(use), dtype))
 
     @overload
     def inverse_transform(
@@ -278,18 +359,25 @@ class BatchNorm:
         self, data: Data, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
     ) -> pl.DataFrame | pa.Table:
         """Map normalized data back to the original units."""
-        self._require_fitted()
         frame = _polars(data)
+        self._state()
         self.check_schema(frame.schema)
         maps = self.maps(use)
+        self.check_invertible(maps)
+        return _like(data, mp.apply_maps(frame, maps, dtype, inverse=True))
+
+    @staticmethod
+    def check_invertible(maps: Mapping[str, mp.AffineMap]) -> None:
         for c, m in maps.items():
             if m.scale == 0.0:
-                raise DataError(f'column "{c}": gamma is 0, so the map cannot be inverted')
-        return _like(data, apply_maps(frame, maps, dtype, inverse=True))
+                raise UsageError(
+                    f'--inverse: column "{c}" has gamma 0, so the map cannot be inverted',
+                    column=c,
+                )
 
     def train_step(
         self,
-        batch: pl.DataFrame,
+        batch: Data,
         mode: Mode = "batch",
         dtype: type[pl.DataType] = pl.Float64,
         rows: int | None = None,
@@ -299,19 +387,93 @@ class BatchNorm:
         ``batch``: with the batch's own statistics. ``running``: with the running
         statistics just updated by this batch.
         """
-        moments = self.partial_fit(batch, rows)
-        self.last_moments_ = moments
+        frame = _polars(batch)
+        self.partial_fit(frame, rows)
+        s = self._state()
         if mode == "running":
-            maps = self.maps("running")
-        else:
-            maps = {
-                c: batch_map(m, self.eps, self.gamma_[c], self.beta_[c]) for c, m in moments.items()
-            }
-        return apply_maps(batch, maps, dtype)
+            return mp.apply_maps(frame, self.maps("running"), dtype)
+        pop = Population.of([self.last_moments_[c] for c in s.columns])
+        maps = mp.build(pop.mean_hi, pop.mean_lo, pop.var, self.eps, s.gamma, s.beta)
+        mp.check_finite_var(pop.var, s.columns, "batch")
+        return mp.apply_maps(frame, maps.by_column(s.columns), dtype)
 
-    def _require_fitted(self) -> None:
-        if not self.is_fitted:
-            raise UsageError("this BatchNorm is not fitted yet; call fit() or load() first")
+    def normalize_batches(
+        self,
+        frame: pl.DataFrame,
+        mode: Mode = "batch",
+        dtype: type[pl.DataType] = pl.Float64,
+        rows: int | None = None,
+    ) -> tuple[pl.DataFrame, MomentsTable, tuple[np.ndarray, np.ndarray]]:
+        """`train_step` over consecutive ``batch_size``-row batches at once.
+
+        Returns the normalized columns, the batches' moments and the running
+        (mean, var) after each batch.
+        """
+        s = self._state()
+        table = self.moments(frame, rows)
+        trace = self.fold(table, trace=True)
+        assert trace is not None
+        if mode == "running":
+            maps = mp.running_maps(trace, self.eps, s.gamma, s.beta, s.columns)
+        else:
+            maps = mp.batch_maps(table, self.eps, s.gamma, s.beta, s.columns)
+        out = mp.apply_batch_maps(frame, s.columns, maps, table.rows, dtype)
+        return out, table, trace
+
+    # -- changed copies -------------------------------------------------------------
+    def adjusted(
+        self,
+        *,
+        columns: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        gamma: float | Mapping[str, float] | None = None,
+        beta: float | Mapping[str, float] | None = None,
+        eps: float | None = None,
+        inf: InfPolicy | None = None,
+        batch_size: int | None = None,
+    ) -> BatchNorm:
+        """A copy of this fitted model for applying it: some of its columns,
+        gamma/beta replacing the saved values they name, another eps, inf policy
+        or batch size. The model itself is left as it is."""
+        s = self._state()
+        for name in [*(columns or []), *(exclude or [])]:
+            if name not in s.columns:
+                raise UsageError(
+                    f'-c/-x: "{name}" is not a column of the statistics file'
+                    f"{did_you_mean(name, s.columns)}",
+                    column=name,
+                )
+        keep = [
+            j
+            for j, c in enumerate(s.columns)
+            if (columns is None or c in columns) and c not in (exclude or [])
+        ]
+        kept = [s.columns[j] for j in keep]
+        new = BatchNorm(
+            batch_size=self.batch_size if batch_size is None else batch_size,
+            momentum="cumulative" if self.momentum is None else self.momentum,
+            eps=self.eps if eps is None else eps,
+            columns=kept,
+            inf=self.inf if inf is None else inf,
+        )
+        g, b = s.gamma[keep].copy(), s.beta[keep].copy()
+        for spec, target, what in ((gamma, g, "gamma"), (beta, b, "beta")):
+            if spec is None:
+                continue
+            values = resolve_per_column(check_per_column(spec, what), kept, what, math.nan)
+            for j, c in enumerate(kept):
+                if not math.isnan(values[c]):
+                    target[j] = values[c]
+        new.state_ = replace(
+            s,
+            columns=kept,
+            dtypes={c: s.dtypes[c] for c in kept},
+            gamma=g,
+            beta=b,
+            fold=s.fold.restricted(keep),
+            warnings=list(s.warnings),
+        )
+        return new
 
 
 def _arrow(data: Data) -> pa.Table:
@@ -333,14 +495,22 @@ def _like(data: Data, out: pl.DataFrame) -> pl.DataFrame | pa.Table:
     return out if isinstance(data, pl.DataFrame) else out.to_arrow()
 
 
+# -- validation: every option is checked here, once --------------------------------
 def check_batch_size(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
         raise UsageError(f"--batch-size must be a positive integer, got {value!r}")
-    return value
+    if value >= 2**63:
+        raise UsageError(f"--batch-size must be below 2^63, got {value!r}")
+    return int(value)
 
 
 def check_eps(value: float) -> float:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise UsageError(f"--eps must be a finite number >= 0, got {value!r}")
     return float(value)
 
@@ -358,3 +528,55 @@ def check_momentum(value: float | str | None) -> Momentum:
     if not 0.0 <= m <= 1.0:
         raise UsageError(f'--momentum must be a number in [0, 1] or "cumulative", got {value!r}')
     return m
+
+
+def check_inf(value: str) -> InfPolicy:
+    if value not in ("error", "missing"):
+        raise UsageError(f'--inf must be "error" or "missing", got {value!r}')
+    return value  # type: ignore[return-value]
+
+
+def check_per_column(spec: float | Mapping[str, float], what: str) -> float | dict[str, float]:
+    """gamma/beta: a finite number, or ``{column: finite number}``."""
+
+    def finite(value: object, where: str) -> float:
+        try:
+            v = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise UsageError(f"--{what}{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(v):
+            raise UsageError(f"--{what}{where}: must be a finite number, got {value!r}")
+        return v
+
+    if isinstance(spec, Mapping):
+        return {str(k): finite(v, "" if k == "*" else f" {k}") for k, v in spec.items()}
+    return finite(spec, "")
+
+
+def resolve_per_column(
+    spec: float | Mapping[str, float], columns: Sequence[str], what: str, default: float
+) -> dict[str, float]:
+    """Expand a number (for every column) or a ``{column: value}`` mapping.
+
+    A mapping may hold the key ``"*"`` for the value of the unnamed columns.
+    """
+    if not isinstance(spec, Mapping):
+        return dict.fromkeys(columns, float(spec))
+    fallback = float(spec.get("*", default))
+    for name in spec:
+        if name != "*" and name not in columns:
+            raise UsageError(
+                f'--{what}: "{name}" is not a normalized column{did_you_mean(name, columns)}',
+                column=name,
+            )
+    return {c: float(spec.get(c, fallback)) for c in columns}
+
+
+def _names(values: Sequence[str], option: str) -> list[str]:
+    if isinstance(values, str):
+        return [values]
+    out = list(values)
+    for v in out:
+        if not isinstance(v, str):
+            raise UsageError(f"{option}: column names must be strings, got {v!r}")
+    return out

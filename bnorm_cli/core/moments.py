@@ -1,37 +1,54 @@
-"""Per-batch moments of one column and their exact-as-possible merge.
+"""Per-batch moments: the moments table, and the numeric rules every engine shares.
 
 This module is the single home of the numeric rules (design.md §2):
 
 * A *valid* value is one that is neither null nor NaN. Nulls and NaN are left
-  out of every statistic (and preserved in the output by the engine).
+  out of every statistic (and preserved in the output by the maps).
 * All arithmetic is float64. The mean is kept as an unevaluated sum of two
   floats ``mean_hi + mean_lo`` so that merging many batches of a column such as
-  ``1e9 + noise`` loses no digits; ``m2`` is the sum of squared deviations from
-  the mean, computed with the corrected two-pass formula inside a batch and the
-  Chan/Golub/LeVeque update across batches. ``E[x^2] - E[x]^2`` is never used.
+  ``1e9 + noise`` loses no digits. The spread is kept as the *biased variance*
+  ``var = M2 / n`` rather than ``M2`` itself: ``M2`` of a column at ±1e153
+  (variance 1e306, which fits float64) would overflow, the variance does not.
+  ``E[x^2] - E[x]^2`` is never used: a batch is summed in two passes (the
+  corrected two-pass formula), batches are merged with the Chan update.
 * Very large or very small magnitudes are scaled by an exact power of two
-  before summing, so ``sum(x)`` cannot overflow near 1e306 and squares cannot
+  before summing, so sums cannot overflow near 1e306 and squares cannot
   underflow near 1e-160. A variance that itself exceeds float64 comes out as
-  ``inf`` and is reported by the caller; it is never silently written.
-* A constant batch has ``m2 == 0`` and its mean is that constant exactly, so a
+  ``inf`` and is refused by the caller; it is never silently used.
+* Where a batch's values cancel (its mean far below its magnitudes, e.g.
+  ``[1e16, 1, -1e16, 3]``), the sum is taken exactly (`math.fsum`), so the mean
+  is the correctly rounded mean of the values.
+* A constant batch has ``var == 0`` and its mean is that constant exactly, so a
   constant column normalizes to ``beta`` exactly.
-* Biased variance is ``m2 / n`` (n >= 1); the unbiased one is ``m2 / (n - 1)``
-  and does not exist for n < 2 (``None``).
+* The unbiased variance ``var * n / (n - 1)`` does not exist for n < 2 (``None``).
+
+A batch's record is a pure function of that batch's rows: it depends on no
+earlier batch and on no chunking, so any engine, in any process, computes the
+same bits (tests/test_moments.py checks batches computed alone, out of order and
+in other processes).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+
+from .errors import DataError
 
 # Scale by a power of two only when squares or sums could leave float64's range.
 _SCALE_ABOVE_EXP = 500
 _SCALE_BELOW_EXP = -400
+#: A batch whose mean is 2^20 times smaller than its largest magnitude lost that
+#: many bits to cancellation in a float sum: it is summed exactly instead.
+_CANCEL_BITS = 20
+
+#: The fields of a moments record, in table order (beyond batch and rows).
+FIELDS = ("n", "missing", "mean_hi", "mean_lo", "var", "min", "max")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +59,7 @@ class Moments:
     missing: int = 0
     mean_hi: float = 0.0
     mean_lo: float = 0.0
-    m2: float = 0.0
+    biased_var: float = 0.0
     min: float = math.nan
     max: float = math.nan
 
@@ -53,12 +70,12 @@ class Moments:
     @property
     def var(self) -> float | None:
         """Population (biased, ddof=0) variance."""
-        return self.m2 / self.n if self.n else None
+        return self.biased_var if self.n else None
 
     @property
     def var_unbiased(self) -> float | None:
         """Unbiased (ddof=1) variance; ``None`` when fewer than two values."""
-        return self.m2 / (self.n - 1) if self.n >= 2 else None
+        return self.biased_var * (self.n / (self.n - 1)) if self.n >= 2 else None
 
     @property
     def std(self) -> float | None:
@@ -66,157 +83,307 @@ class Moments:
         return math.sqrt(var) if var is not None else None
 
 
-def _two_sum(a: float, b: float) -> tuple[float, float]:
-    """s + e == a + b exactly (Knuth)."""
+def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """s + e == a + b exactly, elementwise (Knuth)."""
     s = a + b
     bb = s - a
     e = (a - (s - bb)) + (b - bb)
     return s, e
 
 
-def from_values(values: np.ndarray, missing: int = 0) -> Moments:
-    """Moments of a 1-D float64 array of valid (non-NaN) values.
-
-    With an infinite value only n, min and max are meaningful (mean and m2 are
-    NaN): whether inf is an error or a missing value is the caller's policy.
-    """
-    n = int(values.size)
-    if n == 0:
-        return Moments(missing=missing)
-    lo = float(values.min())
-    hi = float(values.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)):  # +/-inf: the caller's policy decides
-        return Moments(n, missing, math.nan, 0.0, math.nan, lo, hi)
-    if lo == hi:
-        return Moments(n, missing, lo, 0.0, 0.0, lo, hi)
-    _, exp = math.frexp(max(-lo, hi))
-    shift = -exp if (exp > _SCALE_ABOVE_EXP or exp < _SCALE_BELOW_EXP) else 0
-    xs = np.ldexp(values, shift) if shift else values
-    m0 = float(xs.mean())
-    dev = xs - m0
-    s1 = float(dev.sum())
-    s2 = float((dev * dev).sum())  # not np.dot: dot is not bit-reproducible
-    corr = s1 / n
-    m2 = max(s2 - s1 * corr, 0.0)
-    mean_hi, mean_lo = _two_sum(m0, corr)
-    if shift:
-        mean_hi = math.ldexp(mean_hi, -shift)
-        mean_lo = math.ldexp(mean_lo, -shift)
-        m2 = _ldexp_or_inf(m2, -2 * shift)
-    return Moments(n, missing, mean_hi, mean_lo, m2, lo, hi)
-
-
-def _ldexp_or_inf(x: float, exp: int) -> float:
-    try:
-        return math.ldexp(x, exp)
-    except OverflowError:
-        return math.inf
-
-
 def merge(a: Moments, b: Moments) -> Moments:
     """Moments of the union of two disjoint sets of rows (Chan et al. update)."""
     missing = a.missing + b.missing
     if b.n == 0:
-        return Moments(a.n, missing, a.mean_hi, a.mean_lo, a.m2, a.min, a.max)
+        return Moments(a.n, missing, a.mean_hi, a.mean_lo, a.biased_var, a.min, a.max)
     if a.n == 0:
-        return Moments(b.n, missing, b.mean_hi, b.mean_lo, b.m2, b.min, b.max)
+        return Moments(b.n, missing, b.mean_hi, b.mean_lo, b.biased_var, b.min, b.max)
     n = a.n + b.n
     delta = (b.mean_hi - a.mean_hi) + (b.mean_lo - a.mean_lo)
-    w = b.n / n
-    hi, err = _two_sum(a.mean_hi, delta * w)
-    hi, lo = _two_sum(hi, err + a.mean_lo)
-    m2 = a.m2 + b.m2 + delta * (delta * (a.n * w))
-    return Moments(n, missing, hi, lo, m2, min(a.min, b.min), max(a.max, b.max))
+    wa, wb = a.n / n, b.n / n
+    hi, err = _two_sum1(a.mean_hi, delta * wb)
+    hi, lo = _two_sum1(hi, err + a.mean_lo)
+    var = wa * a.biased_var + wb * b.biased_var + (delta * wa) * (delta * wb)
+    return Moments(n, missing, hi, lo, var, min(a.min, b.min), max(a.max, b.max))
 
 
-#: The one-pass sums are trusted while sum((x-s)^2) <= this * m2: beyond it the
-#: shift s was far from the mean (in standard deviations) and cancellation could
-#: cost more than ~1e-13 of the variance, so the batch is redone in two passes.
-_MAX_SHIFT_RATIO = 1e3
+def _two_sum1(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
 
 
-def frame_moments(
-    frame: pl.DataFrame, columns: Sequence[str], shifts: Mapping[str, float]
-) -> dict[str, Moments | None]:
-    """Moments of several columns of one batch in one multi-threaded polars pass.
+# -- the moments table ----------------------------------------------------------
+@dataclass
+class MomentsTable:
+    """One record per (batch, column): the seam between engines and the fold.
 
-    Sums are taken around a per-column shift ``s`` (a recent mean): ``mean = s +
-    S1/n`` and ``m2 = S2 - S1^2/n`` with ``S1 = sum(x-s)``, ``S2 = sum((x-s)^2)``.
-    ``None`` marks a column this fast path cannot vouch for (shift too far from
-    the mean, magnitudes needing scaling, +/-inf): the caller computes it with
-    `from_values`, the exact two-pass path. Deterministic: ``frame`` is one chunk
-    and an eager select over one chunk does not depend on the thread count.
-
-    The first pass sums the values as they are: a NaN (or +/-inf) anywhere in a
-    column makes its sum NaN (or infinite), and only such columns are summed
-    again with NaN turned into nulls (turning them into nulls up front doubled
-    the cost of every batch; counting NaN cost another 20%).
+    ``batch``, ``first_row`` and ``rows`` have one entry per batch (global batch
+    index, global index of its first row, its row count); every field of `FIELDS`
+    is a ``(batches, columns)`` array. New kinds of record (histogram counts,
+    per-key rows) are new fields; consumers read the fields they know.
     """
-    out = _sums(frame, columns, shifts, nan_as_null=False)
-    redo = [c for c, sums in out.items() if not math.isfinite(sums[4])]
-    out.update(_sums(frame, redo, shifts, nan_as_null=True))
-    return {c: _from_sums(*sums, shifts.get(c, 0.0)) for c, sums in out.items()}
+
+    columns: list[str]
+    batch: np.ndarray
+    first_row: np.ndarray
+    rows: np.ndarray
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.batch.size)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.fields[name]
+
+    def take(self, start: int, stop: int) -> MomentsTable:
+        """Batches ``start:stop`` of this table (positions, not batch indices)."""
+        return MomentsTable(
+            self.columns,
+            self.batch[start:stop],
+            self.first_row[start:stop],
+            self.rows[start:stop],
+            {k: v[start:stop] for k, v in self.fields.items()},
+        )
+
+    def moments(self, i: int) -> dict[str, Moments]:
+        """The records of the ``i``-th batch of the table, by column."""
+        f = self.fields
+        return {c: record(*(f[name][i, j] for name in FIELDS)) for j, c in enumerate(self.columns)}
+
+    @classmethod
+    def concat(cls, tables: Sequence[MomentsTable]) -> MomentsTable:
+        first = tables[0]
+        return cls(
+            first.columns,
+            np.concatenate([t.batch for t in tables]),
+            np.concatenate([t.first_row for t in tables]),
+            np.concatenate([t.rows for t in tables]),
+            {k: np.concatenate([t.fields[k] for t in tables]) for k in first.fields},
+        )
+
+    def to_arrow(self) -> pa.Table:
+        """Long form, one row per (batch, column): what crosses a process boundary."""
+        k, c = len(self), len(self.columns)
+        data: dict[str, object] = {
+            "batch": np.repeat(self.batch, c),
+            "first_row": np.repeat(self.first_row, c),
+            "rows": np.repeat(self.rows, c),
+            "column": pa.array(np.tile(np.arange(c), k)).dictionary_encode()
+            if c
+            else pa.array([], pa.int64()),
+        }
+        data.update({name: arr.reshape(-1) for name, arr in self.fields.items()})
+        table = pa.table(data)
+        return table.replace_schema_metadata({"columns": "\x1f".join(self.columns)})
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> MomentsTable:
+        meta = (table.schema.metadata or {}).get(b"columns", b"").decode()
+        columns = meta.split("\x1f") if meta else []
+        c = max(len(columns), 1)
+        first = slice(None, None, c)
+        fields = {
+            name: table.column(name).to_numpy().reshape(-1, len(columns))
+            for name in table.column_names
+            if name not in ("batch", "first_row", "rows", "column")
+        }
+        return cls(
+            columns,
+            table.column("batch").to_numpy()[first],
+            table.column("first_row").to_numpy()[first],
+            table.column("rows").to_numpy()[first],
+            fields,
+        )
 
 
-_Sums = tuple[int, int, float | None, float | None, float, float]
+def record(
+    n: object, missing: object, hi: object, lo: object, var: object, low: object, high: object
+) -> Moments:
+    """A `Moments` from array scalars (NaN as `math.nan`, so equal records compare equal)."""
+
+    def f(x: object) -> float:
+        v = float(x)  # type: ignore[arg-type]
+        return math.nan if v != v else v
+
+    return Moments(int(n), int(missing), f(hi), f(lo), f(var), f(low), f(high))  # type: ignore[call-overload]
 
 
-def _sums(
-    frame: pl.DataFrame, columns: Sequence[str], shifts: Mapping[str, float], nan_as_null: bool
-) -> dict[str, _Sums]:
-    """Per column: valid count, null count, min, max, S1, S2."""
-    if not columns:
-        return {}
-    key = tuple((c, shifts.get(c, 0.0)) for c in columns)
-    row = frame.select(_sum_exprs(key, nan_as_null)).row(0)
-    return {c: row[6 * i : 6 * i + 6] for i, c in enumerate(columns)}
+def empty_table(columns: Sequence[str]) -> MomentsTable:
+    z = np.zeros(0, np.int64)
+    fields: dict[str, np.ndarray] = {f: np.zeros((0, len(columns)), _dtype(f)) for f in FIELDS}
+    return MomentsTable(list(columns), z, z.copy(), z.copy(), fields)
 
 
-@functools.lru_cache(maxsize=16)
-def _sum_exprs(columns: tuple[tuple[str, float], ...], nan_as_null: bool) -> list[pl.Expr]:
-    """The expressions of `_sums` (cached: shifts rarely change between batches)."""
-    exprs = []
-    for i, (c, shift) in enumerate(columns):
-        x = pl.col(c).cast(pl.Float64)
-        x = x.fill_nan(None) if nan_as_null else x
-        d = x - shift
-        exprs += [
-            x.count().alias(f"n{i}"),
-            x.null_count().alias(f"m{i}"),
-            x.min().alias(f"lo{i}"),
-            x.max().alias(f"hi{i}"),
-            d.sum().alias(f"s{i}"),
-            (d * d).sum().alias(f"q{i}"),
-        ]
-    return exprs
+def _dtype(name: str) -> type:
+    return np.int64 if name in ("n", "missing") else np.float64
 
 
-def recentre(shift: float | None, m: Moments) -> bool:
-    """Whether the sums of later batches should be taken around ``m``'s mean
-    rather than ``shift``: when there is no shift yet or the mean has moved more
-    than one standard deviation from it (sums around a shift k deviations away
-    are (1 + k^2) times larger than m2, costing that factor in rounding)."""
-    if shift is None:
-        return True
-    gap = (m.mean_hi - shift) + m.mean_lo
-    return m.n * gap * gap > m.m2
+def table_moments(
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    batch_size: int,
+    first_batch: int = 0,
+    first_row: int = 0,
+    inf: str = "error",
+    rows: int | None = None,
+) -> MomentsTable:
+    """The moments of every batch of ``frame`` (consecutive ``batch_size``-row
+    batches; the last may be shorter), for each of ``columns``, vectorized.
+
+    ``inf``: "error" raises `DataError` naming the column and row of a +/-inf;
+    "missing" leaves it out like NaN. ``rows``: the row count, when ``frame``
+    holds only the columns to normalize (possibly none).
+    """
+    rows = frame.height if rows is None else rows
+    k = -(-rows // batch_size) if rows else 0
+    starts = np.arange(k, dtype=np.int64) * batch_size
+    counts = np.minimum(batch_size, rows - starts)
+    fields: dict[str, np.ndarray] = {f: np.empty((k, len(columns)), _dtype(f)) for f in FIELDS}
+    for j, name in enumerate(columns):
+        values = _float_values(frame.get_column(name))
+        full = rows // batch_size
+        parts = [(0, values[: full * batch_size].reshape(full, batch_size))] if full else []
+        if full < k:
+            parts.append((full, values[full * batch_size :].reshape(1, -1)))
+        for at, block in parts:
+            out = _block_moments(block, name, first_row + at * batch_size, batch_size, inf)
+            for f in FIELDS:
+                fields[f][at : at + block.shape[0], j] = out[f]
+    return MomentsTable(
+        list(columns),
+        np.arange(first_batch, first_batch + k, dtype=np.int64),
+        first_row + starts,
+        counts.astype(np.int64),
+        fields,
+    )
 
 
-def _from_sums(
-    n: int, missing: int, lo: float | None, hi: float | None, s1: float, s2: float, shift: float
-) -> Moments | None:
-    if n == 0 or lo is None or hi is None:
+def _float_values(series: pl.Series) -> np.ndarray:
+    """The column as float64 with NaN for null (nulls and NaN are both missing)."""
+    if series.dtype != pl.Float64:
+        series = series.cast(pl.Float64)
+    if series.null_count():
+        series = series.fill_null(math.nan)
+    return series.to_numpy()
+
+
+def from_values(values: np.ndarray, missing: int = 0) -> Moments:
+    """Moments of a 1-D float64 array of valid values (the same rules as the table)."""
+    if values.size == 0:
         return Moments(missing=missing)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return None
-    if lo == hi:
-        return Moments(n, missing, lo, 0.0, 0.0, lo, hi)
-    _, exp = math.frexp(max(-lo, hi, abs(shift)))
-    if exp > _SCALE_ABOVE_EXP or exp < _SCALE_BELOW_EXP or not math.isfinite(s2):
-        return None
-    corr = s1 / n
-    m2 = s2 - s1 * corr
-    if m2 <= 0.0 or s2 > _MAX_SHIFT_RATIO * m2:
-        return None
-    mean_hi, mean_lo = _two_sum(shift, corr)
-    return Moments(n, missing, mean_hi, mean_lo, m2, lo, hi)
+    out = _block_moments(np.ascontiguousarray(values, np.float64).reshape(1, -1), "", 0, 1, "error")
+    m = record(*(out[name][0] for name in FIELDS))
+    return Moments(m.n, m.missing + missing, m.mean_hi, m.mean_lo, m.biased_var, m.min, m.max)
+
+
+def _block_moments(
+    x: np.ndarray, name: str, first_row: int, stride: int, inf: str
+) -> dict[str, np.ndarray]:
+    """Moments of each row of ``x`` (one batch per row)."""
+    m, width = x.shape
+    s = x.sum(axis=1)
+    clean = np.isfinite(s)  # no NaN, no inf, no overflow: the common case
+    if clean.all():
+        valid = None
+        n = np.full(m, width, np.int64)
+    else:
+        valid = ~np.isnan(x)
+        infinite = np.isinf(x)
+        if infinite.any():
+            if inf == "error":
+                i, at = np.argwhere(infinite)[0]
+                row = first_row + int(i) * stride + int(at) + 1
+                raise DataError(
+                    f'column "{name}", row {row}: value {x[i, at]}; infinite values have no'
+                    " mean or variance (use --inf missing to treat them like NaN)",
+                    column=name,
+                    row=row,
+                )
+            valid &= ~infinite
+        n = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if valid is None:
+            lo, hi = x.min(axis=1), x.max(axis=1)
+        else:
+            lo = np.where(valid, x, np.inf).min(axis=1)
+            hi = np.where(valid, x, -np.inf).max(axis=1)
+        top = np.maximum(np.abs(lo), np.abs(hi))
+        exp = np.frexp(top)[1]
+        scale = np.where((exp > _SCALE_ABOVE_EXP) | (exp < _SCALE_BELOW_EXP), -exp, 0)
+        scale[(n == 0) | (top == 0)] = 0
+        xs = x if not scale.any() else np.ldexp(x, scale[:, None])
+        if valid is None and not scale.any():
+            total = s
+        else:
+            xs = xs if valid is None else np.where(valid, xs, 0.0)
+            total = xs.sum(axis=1)
+        m0 = total / np.maximum(n, 1)
+        dev = xs - m0[:, None]
+        if valid is not None:
+            dev = np.where(valid, dev, 0.0)
+        s1 = dev.sum(axis=1)
+        s2 = (dev * dev).sum(axis=1)  # not np.dot: dot is not bit-reproducible
+        corr = s1 / np.maximum(n, 1)
+        var = np.maximum(s2 - s1 * corr, 0.0) / np.maximum(n, 1)
+        mean_hi, mean_lo = two_sum(m0, corr)
+        cancel = (n > 1) & (np.abs(mean_hi) * 2.0**_CANCEL_BITS < np.ldexp(top, scale))
+    for i in np.flatnonzero(cancel):
+        row = xs[i] if valid is None else xs[i][valid[i]]
+        mean_hi[i], mean_lo[i], var[i] = _exact_row(row)
+    if scale.any():
+        with np.errstate(over="ignore"):
+            mean_hi = np.ldexp(mean_hi, -scale)
+            mean_lo = np.ldexp(mean_lo, -scale)
+            var = np.ldexp(var, -2 * scale)
+    const = lo == hi
+    mean_hi = np.where(const, lo, mean_hi)
+    mean_lo = np.where(const, 0.0, mean_lo)
+    var = np.where(const, 0.0, var)
+    empty = n == 0
+    return {
+        "n": n,
+        "missing": width - n,
+        "mean_hi": np.where(empty, 0.0, mean_hi),
+        "mean_lo": np.where(empty, 0.0, mean_lo),
+        "var": np.where(empty, 0.0, var),
+        "min": np.where(empty, math.nan, lo),
+        "max": np.where(empty, math.nan, hi),
+    }
+
+
+def _exact_row(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean (two floats) and biased variance of values whose float sum cancels.
+
+    The sum is exact (`math.fsum`, correctly rounded), and so is the residual of
+    the mean, so the mean is the exact mean to double-double precision.
+    """
+    n = values.size
+    if np.array_equal(values, np.rint(values)) and float(np.abs(values).max()) * n < 2.0**53:
+        total = float(values.sum())  # integers this small sum exactly in float64
+        terms: list[float] = [total]
+    else:
+        terms = values.tolist()
+        total = math.fsum(terms)
+    hi = total / n
+    p, e = _two_prod(hi, float(n))
+    lo = math.fsum([*terms, -p, -e]) / n
+    dev = (values - hi) - lo
+    s1 = float(dev.sum())
+    s2 = float((dev * dev).sum())
+    var = max(s2 - s1 * (s1 / n), 0.0) / n
+    return hi, lo, var
+
+
+def _two_prod(a: float, b: float) -> tuple[float, float]:
+    """p + e == a * b exactly (Dekker, Veltkamp splitting)."""
+    p = a * b
+    split = 134217729.0  # 2^27 + 1
+    t = split * a
+    ah = t - (t - a)
+    al = a - ah
+    t = split * b
+    bh = t - (t - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e

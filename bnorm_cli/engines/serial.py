@@ -1,7 +1,11 @@
-"""Streaming passes: source -> exact N-row batches -> model -> writer.
+"""The serial engine: plan -> moments -> fold -> apply, in one process.
 
-Each command is one pass over its input; memory holds one batch (plus the
-writer's row-group buffer), never the file.
+Each command is one pass over its input. fit and normalize read chunks of
+whole batches (about 64k rows, `model.chunk_rows`), compute the chunk's moments
+table at once (vectorized over its batches) and fold it; normalize then applies
+each batch's map. transform applies constant maps to the pieces as the reader
+delivers them. Memory holds a chunk (plus the writer's row-group buffer), never
+the file.
 """
 
 from __future__ import annotations
@@ -10,18 +14,20 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ..core import moments as mom
 from ..core.batching import exact_batches, polars_schema, prefetch
 from ..core.errors import DataError
-from ..core.maps import Running
-from ..core.model import BatchNorm, Mode, Use
+from ..core.fold import Population, Running, group_population, merge_population
+from ..core.maps import apply_maps
+from ..core.model import BatchNorm, Mode, Use, chunk_rows
+from ..core.moments import Moments, MomentsTable, table_moments
 from ..io.readers import Source
 
 Progress = Callable[[int], None]
-Observed = dict[str, mom.Moments]
+Observed = dict[str, Moments]
 
 
 class Profile(Protocol):
@@ -31,7 +37,7 @@ class Profile(Protocol):
         self,
         before: pl.DataFrame,
         after: pl.DataFrame | None,
-        moments: Mapping[str, mom.Moments] | None = None,
+        moments: Mapping[str, Moments] | None = None,
         running: Mapping[str, Running] | None = None,
     ) -> None: ...
 
@@ -45,8 +51,8 @@ def output_schema(schema: pa.Schema, columns: list[str], dtype: type[pl.DataType
     )
 
 
-def _batches(source: Source, model: BatchNorm, progress: Progress) -> Iterator[pa.RecordBatch]:
-    for batch in prefetch(exact_batches(source.pieces, model.batch_size)):
+def _chunks(source: Source, rows: int, progress: Progress) -> Iterator[pa.RecordBatch]:
+    for batch in prefetch(exact_batches(source.pieces, rows)):
         yield batch
         progress(batch.num_rows)
 
@@ -65,9 +71,36 @@ def _replace(batch: pa.RecordBatch, out: pl.DataFrame, schema: pa.Schema) -> pa.
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _in_batch(source: Source, index: int, err: DataError) -> DataError:
+def _located(source: Source, batch_size: int, err: DataError, first_row: int) -> DataError:
     """A batch's error, with the input named and the batch counted from 1."""
-    return DataError(f"{source.name}: batch {index}: {err}")
+    row = err.row if err.row is not None else first_row + 1
+    batch = (row - 1) // batch_size + 1
+    return DataError(
+        f"{source.name}: batch {batch}: {err}",
+        file=source.name,
+        column=err.column,
+        row=err.row,
+        batch=batch,
+    )
+
+
+def _observe(
+    profile: Profile,
+    frame: pl.DataFrame,
+    out: pl.DataFrame | None,
+    table: MomentsTable,
+    trace: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Hand each batch of a chunk to the report's sampler, with its running statistics."""
+    base = int(table.first_row[0]) if len(table) else 0
+    for i in range(len(table)):
+        start, rows = int(table.first_row[i]) - base, int(table.rows[i])
+        running = {
+            c: Running(float(trace[0][i, j]), float(trace[1][i, j]))
+            for j, c in enumerate(table.columns)
+        }
+        after = out.slice(start, rows) if out is not None else None
+        profile.add_batch(frame.slice(start, rows), after, table.moments(i), running)
 
 
 def fit(
@@ -75,14 +108,15 @@ def fit(
 ) -> None:
     """One pass: population and running statistics (and the report's profile)."""
     model.start(polars_schema(source.schema))
-    for i, batch in enumerate(_batches(source, model, progress), 1):
+    for batch in _chunks(source, chunk_rows(model.batch_size), progress):
         frame = _numeric(batch, model.columns_)
         try:
-            moments = model.partial_fit(frame, batch.num_rows)
+            table = model.moments(frame, batch.num_rows)
         except DataError as e:
-            raise _in_batch(source, i, e) from None
-        if profile is not None:
-            profile.add_batch(frame, None, moments, model.running_)
+            raise _located(source, model.batch_size, e, model.rows_) from None
+        trace = model.fold(table, trace=profile is not None)
+        if profile is not None and trace is not None:
+            _observe(profile, frame, None, table, trace)
 
 
 def transform(
@@ -97,39 +131,54 @@ def transform(
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Inference mode with saved statistics; fills ``observed`` with the input's moments.
 
-    With ``observed`` None (no report wanted) only the +/-inf policy is checked,
-    which is cheaper than the moments.
+    The maps are constants, so the reader's pieces are mapped as they come (no
+    batch is assembled). With ``observed`` None (no report wanted) only the
+    +/-inf policy is checked, which is cheaper than the moments.
     """
     try:
         model.check_schema(polars_schema(source.schema))
     except DataError as e:
-        raise DataError(f"{source.name}: {e}") from None
-    schema = output_schema(source.schema, model.columns_, dtype)
+        raise DataError(f"{source.name}: {e}", file=source.name, column=e.column) from None
+    columns = model.columns_
+    schema = output_schema(source.schema, columns, dtype)
     maps = model.maps(use)
-    if observed is not None:
-        observed.update({c: mom.Moments() for c in model.columns_})
+    if inverse:
+        model.check_invertible(maps)
+    running = model.running_
+    seen = Population.empty(len(columns))
 
     def run() -> Iterator[pa.RecordBatch]:
-        from ..core.maps import apply_maps
-
+        nonlocal seen
         rows = 0
-        for i, batch in enumerate(_batches(source, model, progress), 1):
-            frame = _numeric(batch, model.columns_)
-            seen = None
+        for batch in prefetch(source.pieces):
+            if not batch.num_rows:
+                continue
+            frame = _numeric(batch, columns)
+            table = None
             try:
                 if observed is not None or profile is not None or _has_inf(frame):
-                    seen = model.batch_moments(frame, first_row=rows)
+                    table = table_moments(
+                        frame,
+                        columns,
+                        batch.num_rows,
+                        first_row=rows,
+                        inf=model.inf,
+                        rows=batch.num_rows,
+                    )
             except DataError as e:
-                raise _in_batch(source, i, e) from None
-            if observed is not None and seen is not None:
-                for c, m in seen.items():
-                    observed[c] = mom.merge(observed[c], m)
+                raise _located(source, model.batch_size, e, rows) from None
+            if table is not None and observed is not None:
+                seen = merge_population(seen, group_population(table))
+                observed.update({c: seen.at(j) for j, c in enumerate(columns)})
             rows += batch.num_rows
             out = apply_maps(frame, maps, dtype, inverse=inverse)
             if profile is not None:
-                profile.add_batch(frame, out, seen, model.running_)
+                profile.add_batch(frame, out, table.moments(0) if table else None, running)
+            progress(batch.num_rows)
             yield _replace(batch, out, schema)
 
+    if observed is not None:
+        observed.update({c: Moments() for c in columns})
     return schema, run()
 
 
@@ -155,14 +204,15 @@ def normalize(
     schema = output_schema(source.schema, model.columns_, dtype)
 
     def run() -> Iterator[pa.RecordBatch]:
-        for i, batch in enumerate(_batches(source, model, progress), 1):
+        for batch in _chunks(source, chunk_rows(model.batch_size), progress):
             frame = _numeric(batch, model.columns_)
+            first = model.rows_
             try:
-                out = model.train_step(frame, mode, dtype, batch.num_rows)
+                out, table, trace = model.normalize_batches(frame, mode, dtype, batch.num_rows)
             except DataError as e:
-                raise _in_batch(source, i, e) from None
+                raise _located(source, model.batch_size, e, first) from None
             if profile is not None:
-                profile.add_batch(frame, out, model.last_moments_, model.running_)
+                _observe(profile, frame, out, table, trace)
             yield _replace(batch, out, schema)
 
     return schema, run()

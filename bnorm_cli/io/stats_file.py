@@ -17,9 +17,11 @@ import math
 import os
 from typing import Any, TypeVar, overload
 
+import numpy as np
+
 from ..core.errors import DataError, StatsFileError
-from ..core.maps import Running
-from ..core.model import BatchNorm
+from ..core.fold import Fold, Population, Running, RunningState
+from ..core.model import BatchNorm, FitState
 from ..core.moments import Moments
 from ..version import __version__
 from .atomic import write_text
@@ -233,28 +235,46 @@ def from_dict(
         columns=list(doc["columns"]),
         inf=doc.get("inf", "error"),
     )
-    model.started_ = True
-    model.columns_ = list(doc["columns"])
-    model.input_schema_ = dict(doc.get("input_columns", {}))
-    model.rows_ = doc["rows"]
-    model.num_batches_tracked_ = doc["num_batches_tracked"]
-    for c, col in doc["columns"].items():
-        n = col["count"]
-        model.dtypes_[c] = col["dtype"]
-        model.population_[c] = Moments(
-            n=n,
-            missing=col["null_count"],
-            mean_hi=col["mean"] if n else 0.0,
-            mean_lo=(col.get("mean_residual") or 0.0) if n else 0.0,
-            m2=col["var"] * n if n else 0.0,
-            min=col["min"] if n else math.nan,
-            max=col["max"] if n else math.nan,
-        )
-        model.running_[c] = Running(
-            col["running_mean"], col["running_var"], col.get("running_updates", 0)
-        )
-        model.gamma_[c] = float(col["gamma"])
-        model.beta_[c] = float(col["beta"])
+    columns = list(doc["columns"])
+    cols = [doc["columns"][c] for c in columns]
+    population = Population.of(
+        [
+            Moments(
+                n=col["count"],
+                missing=col["null_count"],
+                mean_hi=col["mean"] if col["count"] else 0.0,
+                mean_lo=(col.get("mean_residual") or 0.0) if col["count"] else 0.0,
+                biased_var=col["var"] if col["count"] else 0.0,  # var, not var * count:
+                # M2 of a column with var 1e308 would overflow
+                min=col["min"] if col["count"] else math.nan,
+                max=col["max"] if col["count"] else math.nan,
+            )
+            for col in cols
+        ]
+    )
+    running = RunningState.of(
+        [
+            Running(col["running_mean"], col["running_var"], col.get("running_updates", 0))
+            for col in cols
+        ]
+    )
+    fold = Fold(
+        columns,
+        model.batch_size,
+        model.momentum,
+        population,
+        running,
+        batches=doc["num_batches_tracked"],
+        rows=doc["rows"],
+    )
+    model.state_ = FitState(
+        columns=columns,
+        dtypes={c: col["dtype"] for c, col in zip(columns, cols, strict=True)},
+        input_schema=dict(doc.get("input_columns", {})),
+        gamma=np.array([float(col["gamma"]) for col in cols], np.float64),
+        beta=np.array([float(col["beta"]) for col in cols], np.float64),
+        fold=fold,
+    )
     return model
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from ..core.maps import Running
+from ..core.fold import Running
 from ..core.moments import Moments
 
 SAMPLE_ROWS = 20_000

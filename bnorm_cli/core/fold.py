@@ -1,0 +1,306 @@
+"""The fold: a moments table, in batch order -> population and running statistics.
+
+Pure functions over `MomentsTable` records, vectorized across columns (and,
+for the population, across batches), so a 1,000-column file or a 32-row batch
+size does not fold in a Python loop per column or per record:
+
+* population: batches are combined in groups of ``GROUP_ROWS`` rows (a fixed
+  function of the batch size, counted from the fold's first batch) by the exact
+  two-level formula (each batch's mean taken relative to the group's first
+  mean, summed exactly where it cancels), and groups are merged with the Chan
+  update. The grouping depends only on batch indices, so every engine and every
+  chunking of the table gives the same bits;
+* running: PyTorch ``BatchNorm1d`` semantics, the recurrence
+  ``r = (1 - f) * r + f * x`` batch by batch (start 0/1, ``f`` the momentum, or
+  ``1/k`` for the cumulative average), vectorized across columns. A batch with
+  fewer than two valid values has no unbiased variance and does not update
+  (PyTorch raises instead).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .moments import Moments, MomentsTable, _two_prod, record, two_sum
+
+#: ``None`` is PyTorch's ``momentum=None``: the cumulative (equal-weight) average.
+Momentum = float | None
+
+#: Rows per population group: batches are combined this many rows at a time.
+GROUP_ROWS = 1 << 16
+_CANCEL = 2.0**20
+
+
+@dataclass(frozen=True)
+class Population:
+    """Population moments of every column: ``(columns,)`` arrays."""
+
+    n: np.ndarray
+    missing: np.ndarray
+    mean_hi: np.ndarray
+    mean_lo: np.ndarray
+    var: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+
+    @classmethod
+    def empty(cls, width: int) -> Population:
+        zi, zf = np.zeros(width, np.int64), np.zeros(width)
+        nan = np.full(width, math.nan)
+        return cls(zi, zi.copy(), zf, zf.copy(), zf.copy(), nan, nan.copy())
+
+    @classmethod
+    def of(cls, moments: Sequence[Moments]) -> Population:
+        def arr(name: str, dtype: type) -> np.ndarray:
+            return np.array([getattr(m, name) for m in moments], dtype)
+
+        return cls(
+            arr("n", np.int64),
+            arr("missing", np.int64),
+            arr("mean_hi", np.float64),
+            arr("mean_lo", np.float64),
+            arr("biased_var", np.float64),
+            arr("min", np.float64),
+            arr("max", np.float64),
+        )
+
+    def at(self, j: int) -> Moments:
+        return record(*(getattr(self, f)[j] for f in _POP_FIELDS))
+
+    def take(self, index: Sequence[int]) -> Population:
+        idx = np.asarray(index, np.int64)
+        return Population(*(getattr(self, f)[idx] for f in _POP_FIELDS))
+
+
+_POP_FIELDS = ("n", "missing", "mean_hi", "mean_lo", "var", "min", "max")
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The running statistics of one column (a view of `RunningState`)."""
+
+    mean: float = 0.0
+    var: float = 1.0
+    updates: int = 0
+
+
+@dataclass(frozen=True)
+class RunningState:
+    """PyTorch running statistics of every column: ``(columns,)`` arrays.
+
+    ``updates`` counts the batches that updated them (the ``k`` of the
+    cumulative ``1/k``); it can be smaller than the number of batches.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    updates: np.ndarray
+
+    @classmethod
+    def start(cls, width: int) -> RunningState:
+        return cls(np.zeros(width), np.ones(width), np.zeros(width, np.int64))
+
+    def at(self, j: int) -> Running:
+        return Running(float(self.mean[j]), float(self.var[j]), int(self.updates[j]))
+
+    @classmethod
+    def of(cls, running: Sequence[Running]) -> RunningState:
+        return cls(
+            np.array([r.mean for r in running], np.float64),
+            np.array([r.var for r in running], np.float64),
+            np.array([r.updates for r in running], np.int64),
+        )
+
+    def take(self, index: Sequence[int]) -> RunningState:
+        idx = np.asarray(index, np.int64)
+        return RunningState(self.mean[idx], self.var[idx], self.updates[idx])
+
+
+def group_population(t: MomentsTable) -> Population:
+    """The population moments of all batches of ``t`` together (one group)."""
+    n, ml, mh = t["n"], t["mean_lo"], t["mean_hi"]
+    total = n.sum(axis=0)
+    has = n > 0
+    width = len(t.columns)
+    cols = np.arange(width)
+    ref = np.where(has.any(axis=0), mh[has.argmax(axis=0), cols], 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.where(has, (mh - ref) + ml, 0.0)
+        nd = n * d
+        s = nd.sum(axis=0)
+        safe = np.maximum(total, 1)
+        dbar = s / safe
+        hi, lo = two_sum(ref, dbar)
+        # the terms n_i * mean_i cancel (their mean is far below their size): sum exactly
+        cancel = (total > 0) & ((n * np.abs(mh)).sum(axis=0) > _CANCEL * np.abs(hi) * total)
+        for j in np.flatnonzero(cancel):
+            hi[j], lo[j] = _exact_mean(n[:, j], mh[:, j], ml[:, j])
+            d[:, j] = np.where(has[:, j], (mh[:, j] - hi[j]) + (ml[:, j] - lo[j]), 0.0)
+            dbar[j] = 0.0
+        w = n / safe
+        var = (w * t["var"]).sum(axis=0) + (w * np.square(d - dbar)).sum(axis=0)
+    return Population(
+        total,
+        t["missing"].sum(axis=0),
+        np.where(total > 0, hi, 0.0),
+        np.where(total > 0, lo, 0.0),
+        np.where(total > 0, var, 0.0),
+        np.fmin.reduce(t["min"], axis=0) if len(t) else np.full(width, math.nan),
+        np.fmax.reduce(t["max"], axis=0) if len(t) else np.full(width, math.nan),
+    )
+
+
+def _exact_mean(n: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[float, float]:
+    """sum(n * (hi + lo)) / sum(n) to double-double precision, with exact sums."""
+    terms: list[float] = []
+    for k, h, low in zip(n.tolist(), hi.tolist(), lo.tolist(), strict=True):
+        if k:
+            terms += [*_two_prod(float(k), h), *_two_prod(float(k), low)]
+    count = float(n.sum())
+    mean = math.fsum(terms) / count
+    p, e = _two_prod(mean, count)
+    return mean, math.fsum([*terms, -p, -e]) / count
+
+
+def merge_population(a: Population, b: Population) -> Population:
+    """The Chan update, vectorized: moments of two disjoint sets of rows."""
+    n = a.n + b.n
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        safe = np.maximum(n, 1)
+        wa, wb = a.n / safe, b.n / safe
+        delta = (b.mean_hi - a.mean_hi) + (b.mean_lo - a.mean_lo)
+        hi, err = two_sum(a.mean_hi, delta * wb)
+        hi, lo = two_sum(hi, err + a.mean_lo)
+        var = wa * a.var + wb * b.var + (delta * wa) * (delta * wb)
+    only_a, only_b = b.n == 0, a.n == 0
+    return Population(
+        n,
+        a.missing + b.missing,
+        np.where(only_a, a.mean_hi, np.where(only_b, b.mean_hi, hi)),
+        np.where(only_a, a.mean_lo, np.where(only_b, b.mean_lo, lo)),
+        np.where(only_a, a.var, np.where(only_b, b.var, var)),
+        np.fmin(a.min, b.min),
+        np.fmax(a.max, b.max),
+    )
+
+
+def batch_stats(t: MomentsTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per batch and column: mean, unbiased variance (0 where n < 2), updates (n >= 2)."""
+    n = t["n"]
+    upd = n >= 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unbiased = np.where(upd, t["var"] * (n / np.maximum(n - 1, 1)), 0.0)
+    mean = np.where(upd, t["mean_hi"] + t["mean_lo"], 0.0)
+    return mean, unbiased, upd
+
+
+def update_running(
+    run: RunningState, t: MomentsTable, momentum: Momentum, trace: bool = False
+) -> tuple[RunningState, np.ndarray | None, np.ndarray | None]:
+    """``run`` updated by every batch of ``t`` in order (and, with ``trace``, the
+    running mean and variance after each batch: ``(batches, columns)`` arrays)."""
+    mean, unbiased, upd = batch_stats(t)
+    width = len(t.columns)
+    counts = run.updates + np.cumsum(upd, axis=0)  # updates after each batch
+    if momentum is None:
+        f = np.where(upd, 1.0 / np.maximum(counts, 1), 0.0)
+    else:
+        f = np.where(upd, momentum, 0.0)
+    keep = np.where(upd, 1.0 - f, 1.0)
+    # one recurrence over [mean | var]: r = (1 - f) * r + f * x, as PyTorch computes it
+    x = np.concatenate([mean, unbiased], axis=1)
+    ff = np.concatenate([f, f], axis=1)
+    kk = np.concatenate([keep, keep], axis=1)
+    r = np.concatenate([run.mean, run.var])
+    history = np.empty_like(x) if trace else None
+    for j in range(len(t)):
+        r = kk[j] * r + ff[j] * x[j]
+        if history is not None:
+            history[j] = r
+    updates = counts[-1] if len(t) else run.updates
+    out = RunningState(r[:width].copy(), r[width:].copy(), updates.astype(np.int64))
+    if history is None:
+        return out, None, None
+    return out, history[:, :width], history[:, width:]
+
+
+class Fold:
+    """Folds moments tables, in batch order, into population and running statistics.
+
+    Tables may come in any sizes; the result depends only on the records (the
+    population groups are cut at fixed batch indices counted from ``batches``).
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[str],
+        batch_size: int,
+        momentum: Momentum,
+        population: Population | None = None,
+        running: RunningState | None = None,
+        batches: int = 0,
+        rows: int = 0,
+    ) -> None:
+        self.columns = list(columns)
+        self.batch_size = batch_size
+        self.momentum = momentum
+        self.group = max(1, GROUP_ROWS // batch_size)
+        self._carry = population if population is not None else Population.empty(len(columns))
+        self.running = running if running is not None else RunningState.start(len(columns))
+        self.batches = batches
+        self.rows = rows
+        self._pending: list[MomentsTable] = []
+        self._pending_batches = 0
+        self._cached: Population | None = None
+
+    def add(self, table: MomentsTable, trace: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        """Fold the next batches; with ``trace``, return the running (mean, var)
+        after each of them."""
+        if len(table) and int(table.batch[0]) != self.batches:
+            raise ValueError(f"batch {int(table.batch[0])} folded after {self.batches} batches")
+        self.running, means, variances = update_running(self.running, table, self.momentum, trace)
+        self.batches += len(table)
+        self.rows += int(table.rows.sum())
+        self._cached = None
+        start = 0
+        while start < len(table):
+            take = min(self.group - self._pending_batches, len(table) - start)
+            self._pending.append(table.take(start, start + take))
+            self._pending_batches += take
+            start += take
+            if self._pending_batches == self.group:
+                self._carry = merge_population(self._carry, self._group())
+                self._pending, self._pending_batches = [], 0
+        return (means, variances) if trace and means is not None and variances is not None else None
+
+    def _group(self) -> Population:
+        pending = (
+            self._pending[0] if len(self._pending) == 1 else MomentsTable.concat(self._pending)
+        )
+        return group_population(pending)
+
+    @property
+    def population(self) -> Population:
+        """The population statistics of every batch folded so far."""
+        if self._cached is None:
+            self._cached = (
+                merge_population(self._carry, self._group()) if self._pending else self._carry
+            )
+        return self._cached
+
+    def restricted(self, index: Sequence[int]) -> Fold:
+        """The same fold over some of its columns (by position)."""
+        fold = Fold(
+            [self.columns[i] for i in index],
+            self.batch_size,
+            self.momentum,
+            self.population.take(index),
+            self.running.take(index),
+            self.batches,
+            self.rows,
+        )
+        return fold
