@@ -248,3 +248,17 @@ def test_a_thousand_columns_fold_without_a_python_loop_per_column() -> None:
     pop = model.population_
     assert pop["c999"].mean == pytest.approx(frame.get_column("c999").mean(), rel=1e-14)
     assert pop["c0"].var == pytest.approx(frame.get_column("c0").var(ddof=0), rel=1e-12)
+
+
+def test_a_file_that_requires_an_unknown_feature_is_refused() -> None:
+    from bnorm_cli.core.errors import StatsFileError
+
+    doc = stats_file.to_dict(BatchNorm(batch_size=10).fit(pl.DataFrame({"x": [0.0, 2.0] * 5})))
+    assert "requires" not in doc  # a plain mean/std file requires nothing
+    doc["requires"] = ["robust-scale"]
+    with pytest.raises(StatsFileError, match="requires robust-scale, which this bnorm"):
+        stats_file.from_dict(doc, "s.json")
+    doc["requires"] = []
+    stats_file.from_dict(doc)
+    doc["some_new_informational_field"] = {"a": 1}  # only adds information: still read
+    stats_file.from_dict(doc)

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from ..core.batching import polars_schema
 from ..core.errors import DataError, UsageError
-from ..core.model import BatchNorm, is_numeric
+from ..core.model import BatchNorm, chunk_rows, is_numeric
 from .formats import infer_format, is_data_file
 from .readers import Selector, Source, count_rows, open_source
 
@@ -204,7 +204,8 @@ def open_inputs(
     files = expand_inputs(paths, fmt)
 
     def open_file(f: InputFile, select: Selector) -> Source:
-        source = open_source(f.path, f.fmt, model.batch_size, select, encoding, project)
+        # the reader delivers pieces of whole batches, about 64k rows (many small batches)
+        source = open_source(f.path, f.fmt, chunk_rows(model.batch_size), select, encoding, project)
         return with_partitions(source, f.partitions)
 
     chosen: list[str] = []

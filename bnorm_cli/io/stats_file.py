@@ -93,6 +93,7 @@ SCHEMA: dict[str, Any] = {
         "num_batches_tracked": _count,
         "inf": {"enum": ["error", "missing"]},
         "input_columns": {"type": "object", "additionalProperties": {"type": "string"}},
+        "requires": {"type": "array", "items": {"type": "string"}},
         "columns": {"type": "object", "additionalProperties": _COLUMN},
     },
 }
@@ -217,6 +218,7 @@ def from_dict(
             f" bnorm (it reads version {VERSION}); upgrade bnorm, or re-create the file"
             " with `bnorm fit`"
         )
+    _check_requires(doc, source)
     import jsonschema  # imported here: ~70 ms that only loading needs
 
     try:
@@ -276,6 +278,26 @@ def from_dict(
         fold=fold,
     )
     return model
+
+
+#: Features a statistics file may require (``"requires": [...]``) that this bnorm
+#: knows how to apply. A field that only adds information keeps version 1 and is
+#: not listed; a field that changes how the file must be applied (another scaler,
+#: per-key statistics, weights) is listed, and a reader that does not know it
+#: refuses the file rather than apply it as mean/std.
+KNOWN_FEATURES: frozenset[str] = frozenset()
+
+
+def _check_requires(doc: Any, source: str) -> None:
+    if not isinstance(doc, dict) or not isinstance(doc.get("requires"), list):
+        return
+    unknown = [f for f in doc["requires"] if f not in KNOWN_FEATURES]
+    if unknown:
+        raise StatsFileError(
+            f"{source}: this statistics file requires {', '.join(map(str, unknown))}, which"
+            f" this bnorm ({__version__}) does not know how to apply; upgrade bnorm"
+            " (pip install -U bnorm), or re-create the file with this version's `bnorm fit`"
+        )
 
 
 def _check_consistent(doc: dict[str, Any], source: str) -> None:
