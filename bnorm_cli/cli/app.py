@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -18,7 +19,8 @@ from ..engines import serial
 from ..io import stats_file
 from ..io.atomic import check_writable_target, write_text
 from ..io.formats import infer_format
-from ..io.inputs import input_paths, open_inputs
+from ..io.inputs import expand_inputs, input_paths, open_inputs
+from ..io.readers import Source
 from ..report import summary as report
 from ..report.profile import Profile
 from ..version import __version__
@@ -177,8 +179,17 @@ def fit(
         profile = _profile(report_path)
         check_writable_target(stats, input_paths(inputs))
         source = open_inputs(inputs, input_format, model, encoding=encoding, project=True)
+
+        def reopen(columns: list[str]) -> Source:
+            return open_inputs(inputs, input_format, model, project=True, only=columns)
+
+        # columnar regular files (not stdin, not a FIFO) can be read again, column by column
+        columnar = all(
+            f.fmt in ("parquet", "ipc") and f.path != "-" and os.path.isfile(f.path)
+            for f in expand_inputs(inputs, input_format)
+        )
         with _progress("fit", source.total_rows, quiet) as advance:
-            serial.fit(model, source, advance, profile)
+            serial.fit(model, source, advance, profile, reopen if columnar else None)
         stats_file.save(model, stats)
         rep = report.build("fit", source.name, model, model.rows_)
         _finish(rep, report_path, quiet, model, profile)

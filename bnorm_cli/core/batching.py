@@ -54,6 +54,16 @@ def _one_chunk(table: pa.Table) -> pa.RecordBatch:
     return table.combine_chunks().to_batches()[0]
 
 
+#: Bytes of float64 values above which only one item is read ahead (wide files).
+PREFETCH_BYTES = 64 << 20
+
+
+def prefetch_depth(rows: int, width: int) -> int:
+    """How many items of ``rows`` x ``width`` values to read ahead: 2, or 1 when
+    they are large (1,000 columns x 64k rows is 512 MiB an item)."""
+    return 2 if rows * max(width, 1) * 8 <= PREFETCH_BYTES else 1
+
+
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     """Iterate ``items`` in a background thread, ``depth`` items ahead.
 

@@ -304,3 +304,26 @@ class Fold:
             self.rows,
         )
         return fold
+
+
+def concat_columns(folds: Sequence[Fold]) -> Fold:
+    """One fold over the columns of several folds of the same batches (column groups
+    fitted in separate passes). Every statistic is per column, so the result has
+    the bits a single fold over all the columns would have."""
+    first = folds[0]
+    if any((f.batches, f.rows) != (first.batches, first.rows) for f in folds):
+        raise ValueError("column groups folded different batches")
+    pops = [f.population for f in folds]
+    runs = [f.running for f in folds]
+    population = Population(
+        *(np.concatenate([getattr(p, name) for p in pops]) for name in _POP_FIELDS)
+    )
+    running = RunningState(
+        np.concatenate([r.mean for r in runs]),
+        np.concatenate([r.var for r in runs]),
+        np.concatenate([r.updates for r in runs]),
+    )
+    columns = [c for f in folds for c in f.columns]
+    return Fold(
+        columns, first.batch_size, first.momentum, population, running, first.batches, first.rows
+    )

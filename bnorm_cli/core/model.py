@@ -104,6 +104,7 @@ class BatchNorm:
         self.inf: InfPolicy = check_inf(inf)
         self.state_: FitState | None = None
         self.last_moments_: dict[str, Moments] = {}
+        self._views: dict[str, tuple[tuple[object, ...], dict]] = {}  # type: ignore[type-arg]
 
     # -- learned state, as views -------------------------------------------------
     @property
@@ -129,29 +130,43 @@ class BatchNorm:
     def input_schema_(self) -> dict[str, str]:
         return dict(self.state_.input_schema) if self.state_ else {}
 
+    def _view(self, name: str) -> dict:  # type: ignore[type-arg]
+        """A per-column view of the state, built once per state of the fold."""
+        s = self.state_
+        if s is None:
+            return {}
+        key = (name, id(s), s.fold.batches, s.fold.rows)
+        cached = self._views.get(name)
+        if cached is None or cached[0] != key:
+            cols = s.columns
+            if name == "population":
+                pop = s.population
+                view: dict = {c: pop.at(j) for j, c in enumerate(cols)}  # type: ignore[type-arg]
+            elif name == "running":
+                run = s.running
+                view = {c: run.at(j) for j, c in enumerate(cols)}
+            else:
+                values = s.gamma if name == "gamma" else s.beta
+                view = {c: float(v) for c, v in zip(cols, values, strict=True)}
+            cached = (key, view)
+            self._views[name] = cached
+        return dict(cached[1])
+
     @property
     def population_(self) -> dict[str, Moments]:
-        if not self.state_:
-            return {}
-        pop = self.state_.population
-        return {c: pop.at(j) for j, c in enumerate(self.state_.columns)}
+        return self._view("population")
 
     @property
     def running_(self) -> dict[str, Running]:
-        if not self.state_:
-            return {}
-        run = self.state_.running
-        return {c: run.at(j) for j, c in enumerate(self.state_.columns)}
+        return self._view("running")
 
     @property
     def gamma_(self) -> dict[str, float]:
-        s = self.state_
-        return {c: float(g) for c, g in zip(s.columns, s.gamma, strict=True)} if s else {}
+        return self._view("gamma")
 
     @property
     def beta_(self) -> dict[str, float]:
-        s = self.state_
-        return {c: float(b) for c, b in zip(s.columns, s.beta, strict=True)} if s else {}
+        return self._view("beta")
 
     @property
     def rows_(self) -> int:
@@ -219,7 +234,7 @@ class BatchNorm:
             inf=self.inf,
             rows=height,
         )
-        self._check_integer_range(frame, table)
+        self.note_ranges(frame, table)
         return table
 
     def fold(
@@ -256,7 +271,7 @@ class BatchNorm:
             inf=self.inf,
             rows=height,
         )
-        self._check_integer_range(frame, table)
+        self.note_ranges(frame, table)
         self.fold(table)
         self.last_moments_ = table.moments(0) if len(table) else {}
         return self
@@ -287,11 +302,12 @@ class BatchNorm:
             assert isinstance(frame, pl.DataFrame)
             yield frame
 
-    def _check_integer_range(self, frame: pl.DataFrame, table: MomentsTable) -> None:
+    def note_ranges(self, frame: pl.DataFrame, table: MomentsTable) -> None:
         """Integers beyond 2^53 are rounded to float64 (the policy); say so once."""
         state = self._state()
+        schema = frame.schema
         for j, c in enumerate(table.columns):
-            if c not in frame.columns or not frame.schema[c].is_integer() or not len(table):
+            if c not in schema or not schema[c].is_integer() or not len(table):
                 continue
             top = max(-np.fmin.reduce(table["min"][:, j]), np.fmax.reduce(table["max"][:, j]))
             if top > 2.0**53:

@@ -18,9 +18,16 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ..core.batching import exact_batches, polars_schema, prefetch
+from ..core.batching import exact_batches, polars_schema, prefetch, prefetch_depth
 from ..core.errors import DataError
-from ..core.fold import Population, Running, group_population, merge_population
+from ..core.fold import (
+    Fold,
+    Population,
+    Running,
+    concat_columns,
+    group_population,
+    merge_population,
+)
 from ..core.maps import apply_maps
 from ..core.model import BatchNorm, Mode, Use, chunk_rows
 from ..core.moments import Moments, MomentsTable, table_moments
@@ -52,7 +59,8 @@ def output_schema(schema: pa.Schema, columns: list[str], dtype: type[pl.DataType
 
 
 def _chunks(source: Source, rows: int, progress: Progress) -> Iterator[pa.RecordBatch]:
-    for batch in prefetch(exact_batches(source.pieces, rows)):
+    depth = prefetch_depth(rows, len(source.schema))
+    for batch in prefetch(exact_batches(source.pieces, rows), depth):
         yield batch
         progress(batch.num_rows)
 
@@ -103,12 +111,37 @@ def _observe(
         profile.add_batch(frame.slice(start, rows), after, table.moments(i), running)
 
 
+#: Bytes of float64 values per chunk of one column group: a wide columnar input
+#: (1,000 columns) is fitted in passes over groups of columns, each reading only
+#: its columns (a Parquet reader holds buffers for every column it reads).
+GROUP_BYTES = 64 << 20
+
+Reopen = Callable[[list[str]], Source]
+
+
 def fit(
-    model: BatchNorm, source: Source, progress: Progress, profile: Profile | None = None
+    model: BatchNorm,
+    source: Source,
+    progress: Progress,
+    profile: Profile | None = None,
+    reopen: Reopen | None = None,
 ) -> None:
-    """One pass: population and running statistics (and the report's profile)."""
+    """One pass: population and running statistics (and the report's profile).
+
+    ``reopen(columns)`` opens the input again reading only ``columns`` (a columnar
+    file can be read again at no cost); given that, a wide input is fitted column
+    group by column group, in several passes that each read only their columns.
+    """
     model.start(polars_schema(source.schema))
-    for batch in _chunks(source, chunk_rows(model.batch_size), progress):
+    rows = chunk_rows(model.batch_size)
+    width = max(1, GROUP_BYTES // (8 * rows))
+    columns = model.columns_
+    if reopen is not None and profile is None and len(columns) > width:
+        groups = [columns[i : i + width] for i in range(0, len(columns), width)]
+        folds = [_fit_group(model, reopen(g), g, progress, len(groups)) for g in groups]
+        model.state_.fold = concat_columns(folds)  # type: ignore[union-attr]
+        return
+    for batch in _chunks(source, rows, progress):
         frame = _numeric(batch, model.columns_)
         try:
             table = model.moments(frame, batch.num_rows)
@@ -117,6 +150,30 @@ def fit(
         trace = model.fold(table, trace=profile is not None)
         if profile is not None and trace is not None:
             _observe(profile, frame, None, table, trace)
+
+
+def _fit_group(
+    model: BatchNorm, source: Source, columns: list[str], progress: Progress, groups: int
+) -> Fold:
+    """Fold the moments of some of the model's columns, in one pass."""
+    fold = Fold(columns, model.batch_size, model.momentum)
+    for batch in _chunks(source, chunk_rows(model.batch_size), lambda n: progress(n // groups)):
+        frame = _numeric(batch, columns)
+        try:
+            table = table_moments(
+                frame,
+                columns,
+                model.batch_size,
+                fold.batches,
+                fold.rows,
+                model.inf,
+                batch.num_rows,
+            )
+        except DataError as e:
+            raise _located(source, model.batch_size, e, fold.rows) from None
+        model.note_ranges(frame, table)
+        fold.add(table)
+    return fold
 
 
 def transform(
@@ -150,7 +207,7 @@ def transform(
     def run() -> Iterator[pa.RecordBatch]:
         nonlocal seen
         rows = 0
-        for batch in prefetch(source.pieces):
+        for batch in prefetch(source.pieces, prefetch_depth(1 << 16, len(source.schema))):
             if not batch.num_rows:
                 continue
             frame = _numeric(batch, columns)

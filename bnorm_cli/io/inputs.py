@@ -174,8 +174,12 @@ def open_inputs(
     fitted: bool = False,
     encoding: str = "utf-8",
     project: bool = False,
+    only: Sequence[str] | None = None,
 ) -> Source:
-    """Open every input; CSV columns to normalize are read as float64, the rest as text."""
+    """Open every input; CSV columns to normalize are read as float64, the rest as text.
+
+    ``only``: read just these (numeric) columns, e.g. one column group of a wide fit.
+    """
     import codecs
 
     if paths.count("-") > 1:
@@ -190,6 +194,8 @@ def open_inputs(
 
     def numeric(schema: pa.Schema) -> list[str]:
         found = polars_schema(schema)
+        if only is not None:
+            return [c for c in only if c in found]
         if fitted:  # transform: the fitted columns the reader found numeric
             # (a column empty throughout the first block has no type yet: a number then)
             return [
@@ -202,10 +208,18 @@ def open_inputs(
         return model.select_columns(found)
 
     files = expand_inputs(paths, fmt)
+    # fit and normalize read pieces of whole batches, about 64k rows (many small
+    # batches at once); transform maps constants, so it reads pieces of about
+    # 32 MiB whatever the batch size (a 1,000-column file: 4,096 rows)
+    width = max(len(model.input_schema_), len(model.columns_), 1)
+    read_rows = (
+        max(1024, min(1 << 16, (32 << 20) // (8 * width)))
+        if fitted
+        else chunk_rows(model.batch_size)
+    )
 
     def open_file(f: InputFile, select: Selector) -> Source:
-        # the reader delivers pieces of whole batches, about 64k rows (many small batches)
-        source = open_source(f.path, f.fmt, chunk_rows(model.batch_size), select, encoding, project)
+        source = open_source(f.path, f.fmt, read_rows, select, encoding, project)
         return with_partitions(source, f.partitions)
 
     chosen: list[str] = []

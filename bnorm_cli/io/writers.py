@@ -10,12 +10,15 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.batching import prefetch
+from ..core.batching import prefetch, prefetch_depth
 from ..core.errors import OutputError
 from .atomic import atomic_path
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
 PARQUET_ROW_GROUP_ROWS = 1 << 17
+#: ...and at most about this many bytes of float64 values (a wide file's row groups
+#: would otherwise hold gigabytes in the writer).
+PARQUET_ROW_GROUP_BYTES = 64 << 20
 
 
 def write_batches(
@@ -27,7 +30,7 @@ def write_batches(
     this one encodes and compresses: both release the GIL for their heavy parts.
     """
     write = _WRITERS[fmt]
-    batches = prefetch(batches)
+    batches = prefetch(batches, prefetch_depth(1 << 16, len(schema)))
     if fmt in _CANNOT_HOLD:
         _check_types(schema, "<stdout>" if target == "-" else target, fmt)
     if fmt == "ipc" and (target == "-" or target.lower().endswith(".arrows")):
@@ -116,13 +119,16 @@ def _write_parquet(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBa
     rows = 0
     held: list[pa.RecordBatch] = []
     held_rows = 0
+    group_rows = max(
+        1024, min(PARQUET_ROW_GROUP_ROWS, PARQUET_ROW_GROUP_BYTES // (8 * len(schema) or 1))
+    )
     # snappy: pyarrow's (and Spark's) default; zstd packs ~10% smaller but writes ~1.5x slower
     with pq.ParquetWriter(f, schema, compression="snappy", use_dictionary=dictionary) as w:
         for batch in batches:
             held.append(batch)
             held_rows += batch.num_rows
             rows += batch.num_rows
-            if held_rows >= PARQUET_ROW_GROUP_ROWS:
+            if held_rows >= group_rows:
                 w.write_table(pa.Table.from_batches(held, schema), row_group_size=held_rows)
                 held, held_rows = [], 0
         if held:
