@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .moments import Moments, MomentsTable, _two_prod, record, two_sum
+from .moments import Moments, MomentsTable, _two_prod, record, two_prod, two_sum
 
 #: ``None`` is PyTorch's ``momentum=None``: the cumulative (equal-weight) average.
 Momentum = float | None
@@ -130,11 +130,16 @@ def group_population(t: MomentsTable) -> Population:
     ref = np.where(has.any(axis=0), mh[has.argmax(axis=0), cols], 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
         d = np.where(has, (mh - ref) + ml, 0.0)
-        nd = n * d
-        s = nd.sum(axis=0)
-        safe = np.maximum(total, 1)
-        dbar = s / safe
-        hi, lo = two_sum(ref, dbar)
+        # sum(n_i * d_i) in double-double: exact products, compensated pairwise sum
+        p, e = two_prod(n.astype(np.float64), d)
+        s_hi, s_lo = sum2(p, e)
+        safe = np.maximum(total, 1).astype(np.float64)
+        q = s_hi / safe
+        qp, qe = two_prod(q, safe)
+        q_lo = ((s_hi - qp) - qe + s_lo) / safe
+        dbar = q + q_lo
+        hi, err = two_sum(ref, q)
+        hi, lo = two_sum(hi, err + q_lo)
         # the terms n_i * mean_i cancel (their mean is far below their size): sum exactly
         cancel = (total > 0) & ((n * np.abs(mh)).sum(axis=0) > _CANCEL * np.abs(hi) * total)
         for j in np.flatnonzero(cancel):
@@ -142,7 +147,7 @@ def group_population(t: MomentsTable) -> Population:
             d[:, j] = np.where(has[:, j], (mh[:, j] - hi[j]) + (ml[:, j] - lo[j]), 0.0)
             dbar[j] = 0.0
         w = n / safe
-        var = (w * t["var"]).sum(axis=0) + (w * np.square(d - dbar)).sum(axis=0)
+        var = sum2(w * t["var"])[0] + sum2(w * np.square(d - dbar))[0]
     return Population(
         total,
         t["missing"].sum(axis=0),
@@ -152,6 +157,25 @@ def group_population(t: MomentsTable) -> Population:
         np.fmin.reduce(t["min"], axis=0) if len(t) else np.full(width, math.nan),
         np.fmax.reduce(t["max"], axis=0) if len(t) else np.full(width, math.nan),
     )
+
+
+def sum2(x: np.ndarray, lo: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sums over axis 0 as double-doubles ``hi + lo``: a pairwise tree of error-free
+    additions (the rounding errors are summed too), so the result is as accurate
+    as if summed in twice float64's precision. ``lo``: low parts to add in."""
+    hi = x
+    low = np.zeros_like(x) if lo is None else lo
+    while hi.shape[0] > 1:
+        if hi.shape[0] % 2:
+            pad = np.zeros((1, *hi.shape[1:]))
+            hi, low = np.concatenate([hi, pad]), np.concatenate([low, pad])
+        s, e = two_sum(hi[0::2], hi[1::2])
+        low = low[0::2] + low[1::2] + e
+        hi = s
+    if hi.shape[0] == 0:
+        zero = np.zeros(x.shape[1:])
+        return zero, zero.copy()
+    return two_sum(hi[0], low[0])
 
 
 def _exact_mean(n: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[float, float]:

@@ -91,6 +91,22 @@ def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s, e
 
 
+def two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """p + e == a * b exactly, elementwise (Dekker, Veltkamp splitting; no overflow)."""
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+_SPLIT = 134217729.0  # 2^27 + 1
+
+
 def merge(a: Moments, b: Moments) -> Moments:
     """Moments of the union of two disjoint sets of rows (Chan et al. update)."""
     missing = a.missing + b.missing
