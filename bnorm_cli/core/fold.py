@@ -175,7 +175,10 @@ def sum2(x: np.ndarray, lo: np.ndarray | None = None) -> tuple[np.ndarray, np.nd
     if hi.shape[0] == 0:
         zero = np.zeros(x.shape[1:])
         return zero, zero.copy()
-    return two_sum(hi[0], low[0])
+    s, e = two_sum(hi[0], low[0])
+    plain = x.sum(axis=0)  # an infinite sum stays infinite (inf - inf is NaN in the error terms)
+    finite = np.isfinite(plain)
+    return np.where(finite, s, plain), np.where(finite, e, 0.0)
 
 
 def _exact_mean(n: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[float, float]:
