@@ -6,14 +6,15 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any
 
 import polars as pl
+import pyarrow as pa
 import typer
 
-from ..core.errors import UsageError
+from ..core.errors import DataError, UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..engines import serial
 from ..io import stats_file
@@ -48,6 +49,7 @@ from .options import (
     ReportPath,
     StatsIn,
     StatsOut,
+    Strict,
     UseStats,
     names,
     per_column,
@@ -121,7 +123,7 @@ def _finish(
         from . import console  # Rich is imported only when something is shown
 
         console.show_report(rep)
-        for message in model.warnings_ if model is not None else []:
+        for message in rep.warnings:
             console.warn(message)
 
 
@@ -165,6 +167,7 @@ def fit(
         bool, typer.Option("--json", help="Print the report as JSON on stdout (for scripts).")
     ] = False,
     quiet: Quiet = False,
+    strict: Strict = False,
     debug: Debug = False,
 ) -> None:
     """Stream the input once and write its statistics file.
@@ -190,8 +193,9 @@ def fit(
         )
         with _progress("fit", source.total_rows, quiet) as advance:
             serial.fit(model, source, advance, profile, reopen if columnar else None)
+        warnings = _warnings(model, strict, fitting=True)
         stats_file.save(model, stats)
-        rep = report.build("fit", source.name, model, model.rows_)
+        rep = report.build("fit", source.name, model, model.rows_, warnings=warnings)
         _finish(rep, report_path, quiet, model, profile)
         if as_json:
             summary = {"stats": stats, **json.loads(report.to_json(rep))}
@@ -231,6 +235,7 @@ def transform(
     ] = None,
     report_path: ReportPath = None,
     quiet: Quiet = False,
+    strict: Strict = False,
     debug: Debug = False,
 ) -> None:
     """Normalize with saved statistics (Batch Normalization inference mode)."""
@@ -253,6 +258,7 @@ def transform(
         source = open_inputs(inputs, input_format, model, fitted=True, encoding=encoding)
         if inverse:
             model.check_invertible(model.maps(use.value))
+        warnings = _warnings(model, strict, uses_running=use.value == "running", fitting=False)
         wanted = report_path is not None or not quiet
         observed: dict[str, Any] | None = {} if wanted else None
         with _progress("transform", source.total_rows, quiet) as advance:
@@ -261,7 +267,7 @@ def transform(
             )
             rows = write_batches(output, out_fmt, schema, batches)
         if observed is not None:
-            rep = report.build("transform", source.name, model, rows, observed)
+            rep = report.build("transform", source.name, model, rows, observed, warnings)
             _finish(rep, report_path, quiet, model, profile)
 
 
@@ -297,6 +303,7 @@ def normalize(
     inf: Inf = InfOpt.error,
     report_path: ReportPath = None,
     quiet: Quiet = False,
+    strict: Strict = False,
     debug: Debug = False,
 ) -> None:
     """One training-mode pass: normalize each batch as Batch Normalization does while training."""
@@ -315,10 +322,20 @@ def normalize(
             schema, batches = serial.normalize(
                 model, source, mode.value, _dtype(dtype), advance, profile
             )
-            write_batches(output, out_fmt, schema, batches)
+            warnings: list[str] = []
+
+            def check() -> None:
+                running = mode.value == "running"
+                warnings[:] = _warnings(
+                    model, strict, fitting=True, uses_running=running, batch_mode=not running
+                )
+
+            write_batches(output, out_fmt, schema, _checked(batches, check))
         if stats:
             stats_file.save(model, stats)
-        rep = report.build(f"normalize --mode {mode.value}", source.name, model, model.rows_)
+        rep = report.build(
+            f"normalize --mode {mode.value}", source.name, model, model.rows_, warnings=warnings
+        )
         _finish(rep, report_path, quiet, model, profile)
 
 
@@ -367,6 +384,7 @@ def export(
     ],
     output: Output,
     columns: Columns = None,
+    strict: Strict = False,
     debug: Debug = False,
 ) -> None:
     """Write the statistics as a PyTorch BatchNorm1d state_dict or a StandardScaler.
@@ -384,7 +402,13 @@ def export(
             if output == "-":
                 raise UsageError("--to torch writes a binary file; give -o PATH, not -")
             check_writable_target(output, [stats])
+            warnings = _warnings(model.adjusted(columns=chosen), strict, uses_running=True)
             ex.save_torch(model, chosen, output)
+            if warnings:
+                from . import console
+
+                for message in warnings:
+                    console.warn(message)
         else:
             text = ex.sklearn_json(model, chosen)
             if output == "-":
@@ -395,6 +419,24 @@ def export(
 
 
 # -- helpers -------------------------------------------------------------------
+def _warnings(model: BatchNorm, strict: bool, **kinds: bool) -> list[str]:
+    """The run's warnings (`BatchNorm.diagnose`); with --strict the first is an error."""
+    found = [*model.warnings_, *model.diagnose(**kinds)]
+    if strict and found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise DataError(f"--strict: {found[0]}{more}")
+    return found
+
+
+def _checked(
+    batches: Iterator[pa.RecordBatch], check: Callable[[], object]
+) -> Iterator[pa.RecordBatch]:
+    """``batches``, then ``check()`` before the end: an error there still comes
+    before the output is published (the writer removes its temporary file)."""
+    yield from batches
+    check()
+
+
 def _model(
     batch_size: int,
     momentum: str,

@@ -126,6 +126,14 @@ Quiet = Annotated[
     typer.Option("-q", "--quiet", help="No progress bar and no report on stderr; errors only."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Make warnings errors (exit 1, nothing written): unconverged running"
+        " statistics, eps above the variance, ordered data, row ids.",
+    ),
+]
 Inf = Annotated[
     InfOpt,
     typer.Option(

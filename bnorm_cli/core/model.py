@@ -25,7 +25,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from . import diagnostics
 from . import maps as mp
+from .diagnostics import Trend
 from .errors import DataError, UsageError, did_you_mean
 from .fold import Fold, Momentum, Population, Running, RunningState
 from .moments import Moments, MomentsTable, table_moments
@@ -61,6 +63,7 @@ class FitState:
     beta: np.ndarray
     fold: Fold
     warnings: list[str] = field(default_factory=list)
+    trend: Trend | None = None  # what the warnings need of the pass (None: loaded from a file)
 
     @property
     def population(self) -> Population:
@@ -214,6 +217,7 @@ class BatchNorm:
             gamma=np.array([gamma[c] for c in columns], np.float64),
             beta=np.array([beta[c] for c in columns], np.float64),
             fold=Fold(columns, self.batch_size, self.momentum),
+            trend=Trend(len(columns)),
         )
         self.last_moments_ = {}
 
@@ -241,7 +245,10 @@ class BatchNorm:
         self, table: MomentsTable, trace: bool = False
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Fold the next batches' moments into the statistics (see `fold.Fold.add`)."""
-        return self._state().fold.add(table, trace)
+        state = self._state()
+        if state.trend is not None:
+            state.trend.add(table)
+        return state.fold.add(table, trace)
 
     def fit_batches(self, frame: pl.DataFrame, rows: int | None = None) -> MomentsTable:
         """Account for consecutive ``batch_size``-row batches (the last may be shorter)."""
@@ -317,6 +324,31 @@ class BatchNorm:
                 )
                 if msg not in state.warnings:
                     state.warnings.append(msg)
+
+    def diagnose(
+        self, uses_running: bool = False, fitting: bool = True, batch_mode: bool = False
+    ) -> list[str]:
+        """One-line warnings where the statistics are likely not what was meant
+        (see `diagnostics`): about the fit, and about the running statistics when
+        they are used."""
+        s = self._state()
+        out = []
+        if fitting and s.trend is not None:
+            integer = [s.dtypes.get(c, "").startswith(("Int", "UInt")) for c in s.columns]
+            out += diagnostics.fit_messages(
+                s.columns, s.population, self.eps, s.trend, s.fold.batches, integer, self.batch_size
+            )
+        if uses_running:
+            out += diagnostics.running_messages(s.columns, s.running, self.momentum, s.fold.batches)
+        if batch_mode:
+            out += diagnostics.batch_mode_messages(s.columns, s.running, s.fold.batches)
+        return out
+
+    def not_converged(self) -> list[str]:
+        """Columns whose running statistics still weigh their 0/1 start over 5%."""
+        s = self._state()
+        weight = diagnostics.not_converged(s.running, self.momentum)
+        return [c for j, c in enumerate(s.columns) if weight[j] > diagnostics.NOT_CONVERGED]
 
     # -- transforming --------------------------------------------------------------
     def check_schema(self, schema: pl.Schema) -> None:
@@ -488,6 +520,7 @@ class BatchNorm:
             beta=b,
             fold=s.fold.restricted(keep),
             warnings=list(s.warnings),
+            trend=s.trend.take(keep) if s.trend is not None else None,
         )
         return new
 

@@ -256,8 +256,13 @@ def table_moments(
     starts = np.arange(k, dtype=np.int64) * batch_size
     counts = np.minimum(batch_size, rows - starts)
     fields: dict[str, np.ndarray] = {f: np.empty((k, len(columns)), _dtype(f)) for f in FIELDS}
+    #: integer columns: whether each batch is strictly increasing (a row id?)
+    fields["increasing"] = np.zeros((k, len(columns)), bool)
     for j, name in enumerate(columns):
-        values = _float_values(frame.get_column(name))
+        series = frame.get_column(name)
+        values = _float_values(series)
+        if series.dtype.is_integer() and not series.null_count() and k:
+            fields["increasing"][:, j] = _increasing(values, batch_size, k)
         full = rows // batch_size
         parts = [(0, values[: full * batch_size].reshape(full, batch_size))] if full else []
         if full < k:
@@ -273,6 +278,14 @@ def table_moments(
         counts.astype(np.int64),
         fields,
     )
+
+
+def _increasing(values: np.ndarray, batch_size: int, k: int) -> np.ndarray:
+    """Per batch: every value larger than the one before it."""
+    step = np.ones(k * batch_size, bool)  # step[p]: value p+1 > value p, within a batch
+    step[: values.size - 1] = np.diff(values) > 0
+    step[batch_size - 1 :: batch_size] = True  # the step into the next batch is not its own
+    return np.asarray(step.reshape(k, batch_size).all(axis=1))
 
 
 def _float_values(series: pl.Series) -> np.ndarray:

@@ -19,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..core.batching import exact_batches, polars_schema, prefetch, prefetch_depth
+from ..core.diagnostics import Trend
 from ..core.errors import DataError
 from ..core.fold import (
     Fold,
@@ -138,8 +139,11 @@ def fit(
     columns = model.columns_
     if reopen is not None and profile is None and len(columns) > width:
         groups = [columns[i : i + width] for i in range(0, len(columns), width)]
-        folds = [_fit_group(model, reopen(g), g, progress, len(groups)) for g in groups]
-        model.state_.fold = concat_columns(folds)  # type: ignore[union-attr]
+        done = [_fit_group(model, reopen(g), g, progress, len(groups)) for g in groups]
+        state = model.state_
+        assert state is not None
+        state.fold = concat_columns([fold for fold, _ in done])
+        state.trend = Trend.concat([trend for _, trend in done])
         return
     for batch in _chunks(source, rows, progress):
         frame = _numeric(batch, model.columns_)
@@ -154,9 +158,10 @@ def fit(
 
 def _fit_group(
     model: BatchNorm, source: Source, columns: list[str], progress: Progress, groups: int
-) -> Fold:
+) -> tuple[Fold, Trend]:
     """Fold the moments of some of the model's columns, in one pass."""
     fold = Fold(columns, model.batch_size, model.momentum)
+    trend = Trend(len(columns))
     for batch in _chunks(source, chunk_rows(model.batch_size), lambda n: progress(n // groups)):
         frame = _numeric(batch, columns)
         try:
@@ -172,8 +177,9 @@ def _fit_group(
         except DataError as e:
             raise _located(source, model.batch_size, e, fold.rows) from None
         model.note_ranges(frame, table)
+        trend.add(table)
         fold.add(table)
-    return fold
+    return fold, trend
 
 
 def transform(

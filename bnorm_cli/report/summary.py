@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.errors import UsageError
@@ -40,6 +40,9 @@ class Report:
     batches: int
     columns: list[Row]
     note: str = ""
+    warnings: list[str] = field(default_factory=list)
+    #: columns whose running statistics still weigh their 0/1 start (fit marks them)
+    not_converged: list[str] = field(default_factory=list)
 
 
 def build(
@@ -48,6 +51,7 @@ def build(
     model: BatchNorm,
     rows: int,
     observed: dict[str, Moments] | None = None,
+    warnings: list[str] | None = None,
 ) -> Report:
     """One row per normalized column.
 
@@ -75,14 +79,27 @@ def build(
     note = (
         "statistics of this input; running mean/std as saved by fit" if observed is not None else ""
     )
-    return Report(command, source, rows, -(-rows // model.batch_size), columns, note)
+    return Report(
+        command,
+        source,
+        rows,
+        -(-rows // model.batch_size),
+        columns,
+        note,
+        list(warnings or []),
+        model.not_converged() if model.is_fitted and command == "fit" else [],
+    )
 
 
 def summary(report: Report) -> str:
     """The line under the table: size, and what the numbers are."""
     rows = f"{report.rows:,} row{'' if report.rows == 1 else 's'}"
     text = f"{rows} in {report.batches:,} batch{'' if report.batches == 1 else 'es'}"
-    return f"{text}; {report.note}" if report.note else text
+    text = f"{text}; {report.note}" if report.note else text
+    if report.not_converged:
+        names = ", ".join(report.not_converged)
+        text += f"; running statistics not converged: {names}"
+    return text
 
 
 def fmt(value: float | int | None, resolution: float | None = None) -> str:
@@ -124,6 +141,8 @@ def to_markdown(report: Report) -> str:
     ]
     for r in report.columns:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
+    if report.warnings:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in report.warnings)]
     return "\n".join(lines) + "\n"
 
 
