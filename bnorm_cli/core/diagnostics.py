@@ -107,6 +107,16 @@ class Trend:
                 out[j] = float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb))
         return out
 
+    def spread(self) -> np.ndarray:
+        """Per column: the standard deviation of the kept batch means (0 for fewer than two)."""
+        out = np.zeros(self.means.shape[1])
+        for j in range(out.size):
+            m = self.means[:, j]
+            m = m[~np.isnan(m)]
+            if m.size > 1:
+                out[j] = float(m.std())
+        return out
+
     @property
     def row_id(self) -> np.ndarray:
         """Columns strictly increasing throughout (with values)."""
@@ -179,9 +189,8 @@ def fit_messages(
 ) -> list[str]:
     """Warnings about what a fit found (eps, order, row ids)."""
     out = []
+    spread = trend.spread()
     with np.errstate(invalid="ignore"):
-        kept = trend.means[:, : len(columns)] if trend.means.size else trend.means
-        spread = np.nanstd(kept, axis=0) if kept.shape[0] > 1 else np.zeros(len(columns))
         chance = np.sqrt(pop.var / batch_size)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.sqrt(pop.var / (pop.var + eps))
