@@ -17,7 +17,7 @@ from ..core.errors import UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..engines import serial
 from ..io import stats_file
-from ..io.atomic import check_writable_target, write_text
+from ..io.atomic import check_run_paths, write_text
 from ..io.formats import infer_format
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
@@ -138,11 +138,10 @@ def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profil
     write_text(path, to_html(rep, profile, population))
 
 
-def _prepare_output(output: str, inputs: list[str], fmt: str | None) -> str:
-    out_fmt = infer_format(output, fmt, "--output-format")
-    if output != "-":
-        check_writable_target(output, input_paths(inputs))
-    return out_fmt
+def _check_paths(inputs: list[str], **outputs: str | None) -> None:
+    """Before any work: no output may be an input or another output (one place for all)."""
+    named = {"-" + k if len(k) == 1 else "--" + k.replace("_", "-"): v for k, v in outputs.items()}
+    check_run_paths(input_paths(inputs), named)
 
 
 # -- commands ------------------------------------------------------------------
@@ -177,7 +176,7 @@ def fit(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        check_writable_target(stats, input_paths(inputs))
+        _check_paths(inputs, s=stats, report=report_path)
         source = open_inputs(inputs, input_format, model, encoding=encoding, project=True)
 
         def reopen(columns: list[str]) -> Source:
@@ -249,7 +248,8 @@ def transform(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        out_fmt = _prepare_output(output, [*inputs, stats], output_format)
+        out_fmt = infer_format(output, output_format, "--output-format")
+        _check_paths([*inputs, stats], o=output, report=report_path)
         source = open_inputs(inputs, input_format, model, fitted=True, encoding=encoding)
         if inverse:
             model.check_invertible(model.maps(use.value))
@@ -307,9 +307,8 @@ def normalize(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        out_fmt = _prepare_output(output, inputs, output_format)
-        if stats:
-            check_writable_target(stats, input_paths(inputs))
+        out_fmt = infer_format(output, output_format, "--output-format")
+        _check_paths(inputs, o=output, s=stats, report=report_path)
         source = open_inputs(inputs, input_format, model, encoding=encoding)
         with _progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
             schema, batches = serial.normalize(
@@ -380,17 +379,16 @@ def export(
     with handled(debug):
         model = stats_file.load(stats)
         chosen = ex.pick_columns(model, names(columns))
+        if to is ExportTo.torch and output == "-":
+            raise UsageError("--to torch writes a binary file; give -o PATH, not -")
+        _check_paths([stats], o=output)
         if to is ExportTo.torch:
-            if output == "-":
-                raise UsageError("--to torch writes a binary file; give -o PATH, not -")
-            check_writable_target(output, [stats])
             ex.save_torch(model, chosen, output)
         else:
             text = ex.sklearn_json(model, chosen)
             if output == "-":
                 sys.stdout.write(text)
             else:
-                check_writable_target(output, [stats])
                 write_text(output, text)
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from ..core.batching import prefetch, prefetch_depth
 from ..core.errors import OutputError
-from .atomic import atomic_path
+from .atomic import atomic_path, open_mode
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
 PARQUET_ROW_GROUP_ROWS = 1 << 17
@@ -55,9 +55,10 @@ def _open_native(path: str, fmt: str) -> BinaryIO:
     """The output file; for the Arrow writers (Parquet, IPC) a native one, so that
     their writes do not go through Python and wait for the GIL held by the thread
     that produces the batches."""
+    mode = open_mode(path)  # a device or FIFO is written through
     if fmt in ("parquet", "ipc"):
-        return pa.OSFile(path, "wb")  # type: ignore[return-value]
-    return open(path, "wb")
+        return pa.OSFile(path, mode)  # type: ignore[return-value]
+    return open(path, mode)
 
 
 def _flushed(batches: Iterable[pa.RecordBatch], out: BinaryIO) -> Iterator[pa.RecordBatch]:
