@@ -17,8 +17,8 @@ from ..core.errors import UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..engines import serial
 from ..io import stats_file
-from ..io.atomic import check_run_paths, write_text
-from ..io.formats import infer_format
+from ..io.atomic import check_run_paths, write_text, writes_through
+from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
 from ..report import summary as report
@@ -138,6 +138,13 @@ def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profil
     write_text(path, to_html(rep, profile, population))
 
 
+def _output_format(output: str, fmt: str | None) -> str:
+    """As named, else from the file name; CSV (as for -) for a device or FIFO without one."""
+    if fmt is None and output != "-" and writes_through(output) and not is_data_file(output):
+        return "csv"
+    return infer_format(output, fmt, "--output-format")
+
+
 def _check_paths(inputs: list[str], **outputs: str | None) -> None:
     """Before any work: no output may be an input or another output (one place for all)."""
     named = {"-" + k if len(k) == 1 else "--" + k.replace("_", "-"): v for k, v in outputs.items()}
@@ -248,7 +255,7 @@ def transform(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        out_fmt = infer_format(output, output_format, "--output-format")
+        out_fmt = _output_format(output, output_format)
         _check_paths([*inputs, stats], o=output, report=report_path)
         source = open_inputs(inputs, input_format, model, fitted=True, encoding=encoding)
         if inverse:
@@ -307,7 +314,7 @@ def normalize(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        out_fmt = infer_format(output, output_format, "--output-format")
+        out_fmt = _output_format(output, output_format)
         _check_paths(inputs, o=output, s=stats, report=report_path)
         source = open_inputs(inputs, input_format, model, encoding=encoding)
         with _progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:

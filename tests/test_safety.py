@@ -1,0 +1,298 @@
+"""Never destroy or hide data: output paths checked against inputs and each other,
+special files written through (never replaced), no temporary file left by a failure.
+
+Tests run as root here: a bug that renames a file onto a device would destroy it. The
+regression cases therefore use private devices made with mknod in ``tmp_path``; the
+few cases on the machine's own /dev/null, /dev/full and /dev/stdout (``real_dev`` in
+the name) run only after the same case on a private device has passed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from bnorm_cli.cli import app
+
+BNORM = [sys.executable, "-m", "bnorm_cli"]
+runner = CliRunner()
+
+
+def invoke(args: Sequence[str | Path]) -> tuple[int, str, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"uncaught {result.exception!r}\n{result.stderr}")
+    return result.exit_code, result.stdout, result.stderr
+
+
+def one_line_error(outcome: tuple[int, str, str], *needles: str) -> str:
+    code, out, err = outcome
+    assert code == 1, err
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    """Every file below ``directory`` (hidden temporaries included), with its bytes."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """data.csv and its stats.json; the working directory."""
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"a": rng.normal(5, 2, 50), "b": rng.integers(0, 9, 50), "t": ["x"] * 50})
+    frame.write_csv(tmp_path / "data.csv")
+    monkeypatch.chdir(tmp_path)
+    assert invoke(["fit", "data.csv", "-s", "stats.json", "-q"])[0] == 0
+    return tmp_path
+
+
+# -- 1. no output may be an input or another output ---------------------------------------
+CLASHES = {
+    "report onto the stats input": (
+        ["transform", "data.csv", "-s", "stats.json", "-o", "o.csv", "--report", "stats.json"],
+        "--report",
+    ),
+    "report onto the stats output": (
+        ["fit", "data.csv", "-s", "s.json", "--report", "s.json"],
+        "--report",
+    ),
+    "stats onto the data output": (
+        ["normalize", "data.csv", "-o", "n.csv", "-s", "n.csv"],
+        "-s",
+    ),
+    "report onto the data output": (
+        [
+            "transform",
+            "data.csv",
+            "-s",
+            "stats.json",
+            "-o",
+            "r.json",
+            "--report",
+            "r.json",
+            "--output-format",
+            "csv",
+        ],
+        "--report",
+    ),
+    "relative spelling of an input": (
+        ["normalize", "data.csv", "-o", "./sub/../data.csv"],
+        "-o",
+    ),
+    "same new file, two spellings": (
+        ["normalize", "data.csv", "-o", "new.csv", "-s", "sub/../new.csv"],
+        "-s",
+    ),
+    "symlink to the stats input": (
+        ["transform", "data.csv", "-s", "stats.json", "-o", "link.csv"],
+        "-o",
+    ),
+    "hard link to an input": (
+        ["normalize", "data.csv", "-o", "hard.csv"],
+        "-o",
+    ),
+    "export onto its statistics": (
+        ["export", "stats.json", "--to", "sklearn", "-o", "stats.json"],
+        "-o",
+    ),
+    "stats onto a file of an input directory": (
+        ["fit", "dir", "-s", "dir/part.csv"],
+        "-s",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CLASHES)
+def test_an_output_that_is_an_input_or_another_output_is_refused(work: Path, name: str) -> None:
+    args, option = CLASHES[name]
+    (work / "sub").mkdir()
+    (work / "dir").mkdir()
+    (work / "dir" / "part.csv").write_bytes((work / "data.csv").read_bytes())
+    (work / "link.csv").symlink_to("stats.json")
+    os.link(work / "data.csv", work / "hard.csv")
+    before = files(work)
+    line = one_line_error(invoke(args), option)
+    assert "input" in line or "output" in line
+    assert files(work) == before
+
+
+def test_a_character_device_may_be_named_twice(work: Path) -> None:
+    null = private_device(work, "null", 3)
+    code, _, err = invoke(["normalize", "data.csv", "-o", null, "-s", null, "-q"])
+    assert code == 0, err
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+
+
+# -- 2. special files are written through, never replaced -----------------------------------
+def private_device(directory: Path, name: str, minor: int) -> Path:
+    """A private copy of /dev/null (minor 3) or /dev/full (minor 7)."""
+    path = directory / name
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"cannot make a device node here ({e})")
+    return path
+
+
+def assert_device(path: Path) -> None:
+    assert stat.S_ISCHR(os.lstat(path).st_mode), f"{path} is no longer a character device"
+
+
+def outputs_of(path: Path | str) -> dict[str, list[str]]:
+    """Each command line with every kind of output sent to ``path``."""
+    return {
+        "-o csv": [
+            "transform",
+            "data.csv",
+            "-s",
+            "stats.json",
+            "-o",
+            str(path),
+            "-q",
+            "--output-format",
+            "csv",
+        ],
+        "-o parquet": [
+            "normalize",
+            "data.csv",
+            "-o",
+            str(path),
+            "-q",
+            "--output-format",
+            "parquet",
+        ],
+        "-o ipc": ["normalize", "data.csv", "-o", str(path), "-q", "--output-format", "ipc"],
+        "-o ndjson": ["normalize", "data.csv", "-o", str(path), "-q", "--output-format", "ndjson"],
+        "-s": ["fit", "data.csv", "-s", str(path), "-q"],
+        "--report": ["fit", "data.csv", "-s", "new.json", "-q", "--report", f"{path}"],
+        "export sklearn": ["export", "stats.json", "--to", "sklearn", "-o", str(path)],
+        "export torch": ["export", "stats.json", "--to", "torch", "-o", str(path)],
+    }
+
+
+KINDS = list(outputs_of("x"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_device_is_written_through(work: Path, kind: str) -> None:
+    null = private_device(work, "null.md" if kind == "--report" else "null", 3)
+    link = work / ("link.md" if kind == "--report" else "link")
+    link.symlink_to(null)
+    for target in (null, link):
+        code, _, err = invoke(outputs_of(target)[kind])
+        assert code == 0, err
+        assert_device(null)
+        assert link.is_symlink()
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_full_device_fails_naming_the_output(work: Path, kind: str) -> None:
+    full = private_device(work, "full.md" if kind == "--report" else "full", 7)
+    one_line_error(invoke(outputs_of(full)[kind]), str(full))
+    assert_device(full)
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture
+def fifo(work: Path) -> Iterator[tuple[Path, list[bytes]]]:
+    """A FIFO with a reader collecting what is written into it."""
+    path = work / "pipe"
+    os.mkfifo(path)
+    got: list[bytes] = []
+
+    def read() -> None:
+        with open(path, "rb") as f:
+            got.append(f.read())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    yield path, got
+    if reader.is_alive():  # the run never opened it: let the reader go
+        with open(path, "wb"):
+            pass
+    reader.join(5)
+
+
+@pytest.mark.parametrize("kind", ["-o csv", "-o parquet", "-o ipc", "-s", "export torch"])
+def test_a_fifo_is_written_through(work: Path, fifo: tuple[Path, list[bytes]], kind: str) -> None:
+    path, got = fifo
+    code, _, err = invoke(outputs_of(path)[kind])
+    assert code == 0, err
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+    for _ in range(50):
+        if got:
+            break
+        threading.Event().wait(0.1)
+    assert got and len(got[0]) > 20
+    if kind == "-o csv":
+        assert got[0].startswith(b"a,b,t\n")
+
+
+@pytest.mark.parametrize("kind", ["-o csv", "-o parquet", "-s", "export sklearn"])
+def test_a_symlink_to_a_file_keeps_the_link(work: Path, kind: str) -> None:
+    (work / "real").mkdir()
+    target = work / "real" / "old"
+    target.write_bytes(b"old content")
+    link = work / "link"
+    link.symlink_to("real/old")
+    code, _, err = invoke(outputs_of(link)[kind])
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == "real/old"
+    assert target.read_bytes() != b"old content" and len(target.read_bytes()) > 20
+    assert sorted(p.name for p in (work / "real").iterdir()) == ["old"]
+
+
+def test_real_dev_null_and_full_survive(work: Path) -> None:
+    # the same cases on private devices passed first (test_a_device_is_written_through)
+    private_device(work, "probe", 3)
+    code, _, err = invoke(["normalize", "data.csv", "-o", "/dev/null", "-s", "/dev/null", "-q"])
+    assert code == 0, err
+    assert_device(Path("/dev/null"))
+    one_line_error(invoke(["transform", "data.csv", "-s", "stats.json", "-o", "/dev/full"]))
+    assert_device(Path("/dev/full"))
+
+
+def test_real_dev_stdout_is_written_through(work: Path) -> None:
+    private_device(work, "probe", 3)  # skips where devices cannot be made (not root)
+    assert Path("/dev/stdout").is_symlink()
+    with open(work / "out.csv", "wb") as out:  # a shell's `> out.csv`
+        run = subprocess.run(
+            [*BNORM, "transform", "data.csv", "-s", "stats.json", "-o", "/dev/stdout", "-q"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    assert run.returncode == 0, run.stderr
+    assert (work / "out.csv").read_bytes().startswith(b"a,b,t\n")
+    assert Path("/dev/stdout").is_symlink()
+    piped = subprocess.run(
+        [*BNORM, "fit", "data.csv", "-s", "/dev/stdout", "-q"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert b'"bnorm-stats"' in piped.stdout
+    assert not [p for p in Path("/dev").iterdir() if p.name.startswith(".stdout.bnorm")]
