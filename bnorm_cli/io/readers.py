@@ -132,7 +132,7 @@ def _open_csv(
 ) -> Source:
     raw = _open_binary(path)
     # Decoded to UTF-8 before the recorder, which cuts blocks at UTF-8 newlines.
-    stream = Recorder(_to_utf8(raw, encoding), RowEnds(quotes=True))
+    stream = Recorder(_to_utf8(raw, encoding), RowEnds(quotes=True, delimiter=delimiter))
     # Serial pyarrow reading (use_threads=False): errors then carry the row number,
     # and no reader thread is left reading from a stream closed after an error.
     read = pacsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False)
