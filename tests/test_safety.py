@@ -9,7 +9,11 @@ the name) run only after the same case on a private device has passed.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -19,10 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 from typer.testing import CliRunner
 
+from bnorm_cli import readers
 from bnorm_cli.cli import app
+from bnorm_cli.errors import DataError
 
 BNORM = [sys.executable, "-m", "bnorm_cli"]
 runner = CliRunner()
@@ -296,3 +304,108 @@ def test_real_dev_stdout_is_written_through(work: Path) -> None:
     assert piped.returncode == 0, piped.stderr
     assert b'"bnorm-stats"' in piped.stdout
     assert not [p for p in Path("/dev").iterdir() if p.name.startswith(".stdout.bnorm")]
+
+
+# -- 3. CSV quoting does not depend on the file size or the reader path ------------------------
+def quoted_csv(size: int, seed: int) -> bytes:
+    """About ``size`` bytes of CSV with quoted fields, then a few stray '"' put anywhere."""
+    rng = random.Random(seed)
+    notes = ["plain", '"a, b"', '"two\nlines"', '"say ""hi"""', "", '5" screen']
+    rows, total, i = ["id,x,note"], 0, 0
+    while total < size:
+        rows.append(f"{i},{rng.uniform(-9, 9):.3f},{rng.choice(notes)}")
+        total += len(rows[-1]) + 1
+        i += 1
+    data = bytearray(("\n".join(rows) + "\n").encode())
+    for _ in range(rng.randint(1, 3)):
+        data.insert(rng.randrange(len(data)), ord('"'))
+    return bytes(data)
+
+
+def pyarrow_alone(data: bytes) -> pa.Table | str:
+    """What pyarrow's streaming reader makes of ``data`` with bnorm's options and block
+    sizes (types from the first block), or bnorm's wording of its error."""
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    inferred = pa.schema([])
+    try:
+        first = pacsv.ReadOptions(block_size=readers.CSV_BLOCK_SIZE, use_threads=False)
+        inferred = pacsv.open_csv(
+            io.BytesIO(data),
+            read_options=first,
+            parse_options=parse,
+            convert_options=readers._convert({}),
+        ).schema
+        chosen = set(readers._numeric_names(inferred))
+        types = {f.name: pa.float64() if f.name in chosen else pa.string() for f in inferred}
+        rest = pacsv.ReadOptions(block_size=readers.CSV_READ_BLOCK_SIZE, use_threads=False)
+        return pacsv.open_csv(
+            io.BytesIO(data),
+            read_options=rest,
+            parse_options=parse,
+            convert_options=readers._convert(types),
+        ).read_all()
+    except pa.ArrowInvalid as e:
+        return readers._explain(e, inferred)
+
+
+def bnorm_reads(path: str) -> pa.Table | str:
+    try:
+        source = readers.open_source(path, "csv", 1 << 16)
+        return pa.Table.from_batches(list(source.pieces), source.schema)
+    except DataError as e:
+        return str(e).split(": ", 1)[1]
+
+
+def same_result(a: pa.Table | str, b: pa.Table | str) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return a.schema == b.schema and all(
+        [repr(v) for v in a.column(n).to_pylist()] == [repr(v) for v in b.column(n).to_pylist()]
+        for n in a.column_names
+    )
+
+
+def through_a_pipe(data: bytes, seed: int, monkeypatch: pytest.MonkeyPatch) -> pa.Table | str:
+    """bnorm reading ``data`` from stdin, a pipe fed in chunks of random sizes."""
+    read_end, write_end = os.pipe()
+    rng = random.Random(seed)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(write_end, "wb", buffering=0) as w:
+            pos = 0
+            while pos < len(data):
+                n = rng.choice([1, 7, 500, 70_000, 1 << 20])
+                w.write(data[pos : pos + n])
+                pos += n
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    with open(read_end, "rb") as r:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(r))
+        got = bnorm_reads("-")
+    writer.join(10)
+    return got
+
+
+SIZES = [(1 << 10, s) for s in range(8)] + [(64 << 10, s) for s in range(4)]
+SIZES += [(5 << 20, s) for s in range(3)] + [(16 << 20, 0)]
+
+
+@pytest.mark.parametrize(("size", "seed"), SIZES, ids=[f"{z >> 10}KiB-{s}" for z, s in SIZES])
+def test_stray_quotes_read_as_pyarrow_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, seed: int
+) -> None:
+    data = quoted_csv(size, seed)
+    (tmp_path / "q.csv").write_bytes(data)
+    expected = pyarrow_alone(data)
+    assert same_result(bnorm_reads(str(tmp_path / "q.csv")), expected)
+    assert same_result(through_a_pipe(data, seed, monkeypatch), expected)
+
+
+def test_a_stray_quote_in_a_large_file_is_text(work: Path) -> None:
+    rows = [f'{i},1.5,5" screen' for i in range(300_000)]  # about 5 MiB, over one block
+    (work / "big.csv").write_text("\n".join(["id,x,note", *rows]) + "\n")
+    code, _, err = invoke(["fit", "big.csv", "-s", "big.json", "-q"])
+    assert code == 0, err
+    columns = json.loads((work / "big.json").read_text())["columns"]
+    assert sorted(columns) == ["id", "x"] and columns["x"]["count"] == 300_000
