@@ -409,3 +409,54 @@ def test_a_stray_quote_in_a_large_file_is_text(work: Path) -> None:
     assert code == 0, err
     columns = json.loads((work / "big.json").read_text())["columns"]
     assert sorted(columns) == ["id", "x"] and columns["x"]["count"] == 300_000
+
+
+def first_block_ends_inside_a_number() -> bytes:
+    """A CSV whose first 4 MiB block ends inside a value of column x ("1e|5"), after a
+    stray quote: cut anywhere but at a row end, x would read as text."""
+    rows = ["id,x,note", '0,1e5,5" screen']
+    body = "".join(f"{i},1e5,plain\n" for i in range(1, 400_000))
+    head = "\n".join(rows) + "\n"
+    block = readers.CSV_BLOCK_SIZE
+    start = block - len(head) - len(body[:block].rsplit("\n", 1)[0]) - 1
+    pad = 0
+    while True:  # pad the first note so that the block ends right after "1e"
+        text = head.replace("screen", "screen" + "s" * pad) + body
+        if text[block - 2 : block] == "1e":
+            return text.encode()
+        pad += 1
+        assert pad < 100 + start
+
+
+def test_the_first_block_is_cut_at_a_row_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = first_block_ends_inside_a_number()
+    (tmp_path / "f.csv").write_bytes(data)
+    for got in (bnorm_reads(str(tmp_path / "f.csv")), through_a_pipe(data, 1, monkeypatch)):
+        assert isinstance(got, pa.Table), got
+        assert got.schema.field("x").type == pa.float64()
+        assert got.num_rows == 400_000
+
+
+class Counting(io.RawIOBase):
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), len(self.data) - self.pos)
+        buffer[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+def test_a_stray_quote_does_not_make_the_reader_hold_the_file() -> None:
+    from bnorm_cli.csv_parallel import parallel_csv
+
+    data = 'id,x,note\n0,1.5,5" screen\n' + "".join(f"{i},2,a\n" for i in range(200_000))
+    text = Counting(data.encode())
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    batches = parallel_csv(text, ["id", "x", "note"], parse, readers._convert({}), 4096, 2)
+    next(batches)
+    assert text.pos < 64 << 10  # a few pieces in flight, not the whole 2.5 MB
+    assert sum(b.num_rows for b in batches) > 0
