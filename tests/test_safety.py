@@ -460,3 +460,107 @@ def test_a_stray_quote_does_not_make_the_reader_hold_the_file() -> None:
     next(batches)
     assert text.pos < 64 << 10  # a few pieces in flight, not the whole 2.5 MB
     assert sum(b.num_rows for b in batches) > 0
+
+
+# -- 4. a truncated or failing input: an error naming it, and no temporary file left ----------
+def frame(n: int = 3000) -> pl.DataFrame:
+    rng = np.random.default_rng(1)
+    return pl.DataFrame({"a": rng.normal(0, 1, n), "b": rng.integers(0, 5, n), "t": ["x"] * n})
+
+
+def write_as(data: pl.DataFrame, path: Path) -> None:
+    {
+        ".csv": data.write_csv,
+        ".parquet": lambda p: data.write_parquet(p, row_group_size=500),
+        ".arrow": lambda p: data.write_ipc(p, compression="uncompressed"),
+        ".arrows": data.write_ipc_stream,
+        ".ndjson": data.write_ndjson,
+    }[path.suffix](path)
+
+
+def test_an_ipc_file_truncated_while_it_is_read_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "in.arrow"
+    pa_table = frame(200_000).to_arrow()
+    with pa.ipc.new_file(path, pa_table.schema) as w:
+        for batch in pa_table.to_batches(max_chunksize=10_000):
+            w.write_batch(batch)
+    script = (
+        "import os, sys\n"
+        "from bnorm_cli import readers\n"
+        "from bnorm_cli.errors import DataError\n"
+        f"path = {str(path)!r}\n"
+        "source = readers.open_source(path, 'ipc', 1000)\n"
+        "next(source.pieces)\n"
+        "os.truncate(path, os.path.getsize(path) // 3)\n"
+        "try:\n"
+        "    for _ in source.pieces: pass\n"
+        "except DataError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert run.returncode == 3, (run.returncode, run.stderr[-500:])
+    assert str(path) in run.stdout.decode()
+
+
+FAILURES = {
+    "bad value mid-file": ("in.csv", lambda d: d.replace(b",2500,x\n", b",inf,x\n", 1)),
+    "csv cut mid-row": ("in.csv", lambda d: d[: len(d) * 2 // 3]),
+    "parquet truncated": ("in.parquet", lambda d: d[: len(d) // 2]),
+    "ipc file truncated": ("in.arrow", lambda d: d[: len(d) // 2]),
+    "ipc stream truncated": ("in.arrows", lambda d: d[: len(d) * 2 // 3]),
+    "ndjson cut mid-row": ("in.ndjson", lambda d: d[: len(d) * 2 // 3]),
+}
+
+
+@pytest.mark.parametrize("name", [*FAILURES, "schema differs in a later file", "disk full"])
+def test_no_temporary_file_survives_a_failure(work: Path, name: str) -> None:
+    out = work / "out"
+    out.mkdir()
+    data = frame().with_columns(b=pl.int_range(0, 3000)) if name in FAILURES else frame()
+    outputs = ["-o", out / "o.parquet", "-s", out / "s.json", "--report", out / "r.json"]
+    if name in FAILURES:
+        file, damage = FAILURES[name]
+        write_as(data, work / file)
+        (work / file).write_bytes(damage((work / file).read_bytes()))
+        inputs: list[str | Path] = [work / file]
+    elif name == "disk full":
+        write_as(data, work / "in.csv")
+        inputs = [work / "in.csv"]
+        full = private_device(work, "full", 7)  # the data fails mid-write; nothing else is left
+        outputs = ["-o", full, "--output-format", "parquet", "-s", out / "s.json"]
+    else:
+        write_as(data, work / "in1.csv")
+        write_as(data.with_columns(c=pl.lit(1.0)), work / "in2.csv")
+        inputs = [work / "in1.csv", work / "in2.csv"]
+    one_line_error(invoke(["normalize", *inputs, *outputs, "-b", "100", "-q"]))
+    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []
+
+
+# -- 5. a FIFO input is opened once -------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".csv", ".ndjson", ".parquet", ".arrow", ".arrows"])
+def test_a_fifo_input_is_opened_once(work: Path, suffix: str) -> None:
+    source = work / f"data{suffix}"
+    write_as(frame(), source)
+    fifo = work / f"in{suffix}"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as w:
+            w.write(source.read_bytes())
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        run = subprocess.run(
+            [*BNORM, "fit", str(fifo), "-s", str(work / "s.json"), "-q"],
+            capture_output=True,
+            timeout=60,
+        )
+    finally:  # a writer still waiting for a reader is let go
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(5)
+    assert run.returncode == 0, run.stderr
+    stats = json.loads((work / "s.json").read_text())
+    assert stats["rows"] == 3000 and sorted(stats["columns"]) == ["a", "b"]
