@@ -28,9 +28,9 @@ import pyarrow.csv as pacsv
 import pytest
 from typer.testing import CliRunner
 
-from bnorm_cli import readers
-from bnorm_cli.cli import app
-from bnorm_cli.errors import DataError
+from bnorm_cli.cli.app import app
+from bnorm_cli.core.errors import DataError
+from bnorm_cli.io import readers
 
 BNORM = [sys.executable, "-m", "bnorm_cli"]
 runner = CliRunner()
@@ -451,7 +451,7 @@ class Counting(io.RawIOBase):
 
 
 def test_a_stray_quote_does_not_make_the_reader_hold_the_file() -> None:
-    from bnorm_cli.csv_parallel import parallel_csv
+    from bnorm_cli.io.csv_parallel import parallel_csv
 
     data = 'id,x,note\n0,1.5,5" screen\n' + "".join(f"{i},2,a\n" for i in range(200_000))
     text = Counting(data.encode())
@@ -486,8 +486,8 @@ def test_an_ipc_file_truncated_while_it_is_read_is_an_error(tmp_path: Path) -> N
             w.write_batch(batch)
     script = (
         "import os, sys\n"
-        "from bnorm_cli import readers\n"
-        "from bnorm_cli.errors import DataError\n"
+        "from bnorm_cli.io import readers\n"
+        "from bnorm_cli.core.errors import DataError\n"
         f"path = {str(path)!r}\n"
         "source = readers.open_source(path, 'ipc', 1000)\n"
         "next(source.pieces)\n"
