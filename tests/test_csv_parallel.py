@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from bnorm_cli.io.csv_parallel import _row_end, parallel_csv
+from bnorm_cli.io.csv_parallel import parallel_csv
+from bnorm_cli.io.streams import RowEnds
 
 NAMES = ["x", "note", "y"]
 TYPES = {"x": pa.float64(), "note": pa.string(), "y": pa.float64()}
@@ -98,7 +99,21 @@ def test_header_only_and_a_row_longer_than_a_piece() -> None:
         (b'a,"x\ny', 0),  # the only newline is inside quotes
         (b'"""\n"\nz', 6),  # an escaped quote, then a quoted newline
         (b"no newline", 0),
+        (b'0,1.5,5" screen\n1,2,3\n', 22),  # a '"' inside a field is a plain character
+        (b'0,5" a,"b\n"\n1', 12),  # ... and does not pair with a quote that opens a field
+        (b'0,"a"b"c,\n1', 10),  # after a closing quote, text to the delimiter
+        (b'0,"a""\n"\n', 9),  # '""' inside quotes, then a quoted newline
+        (b'0,"a\rb"\r1,2\r\n', 13),  # '\r' in quotes is text, outside it ends a row
+        (b"0,1\r", 0),  # a '\r' at the end may be the start of '\r\n'
     ],
 )
 def test_row_end(text: bytes, end: int) -> None:
-    assert _row_end(bytearray(text)) == end
+    assert RowEnds(quotes=True).cut(bytearray(text), len(text)) == end
+
+
+@pytest.mark.parametrize("piece", [3, 50, 4096])
+def test_a_stray_quote_is_text(piece: int) -> None:
+    rows = [f'{i},"n{i}\nsecond",{i}' if i % 3 else f'{i},5" screen,{i}' for i in range(300)]
+    data = ("\n".join(["x,note,y", *rows]) + "\n").encode()
+    assert same(parallel(data, piece), serial(data))
+    assert parallel(data, piece).num_rows == 300

@@ -18,8 +18,8 @@ from ..core.errors import DataError, UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..engines import serial
 from ..io import stats_file
-from ..io.atomic import check_writable_target, write_text
-from ..io.formats import infer_format
+from ..io.atomic import check_run_paths, write_text, writes_through
+from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
 from ..report import summary as report
@@ -140,11 +140,17 @@ def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profil
     write_text(path, to_html(rep, profile, population))
 
 
-def _prepare_output(output: str, inputs: list[str], fmt: str | None) -> str:
-    out_fmt = infer_format(output, fmt, "--output-format")
-    if output != "-":
-        check_writable_target(output, input_paths(inputs))
-    return out_fmt
+def _output_format(output: str, fmt: str | None) -> str:
+    """As named, else from the file name; CSV (as for -) for a device or FIFO without one."""
+    if fmt is None and output != "-" and writes_through(output) and not is_data_file(output):
+        return "csv"
+    return infer_format(output, fmt, "--output-format")
+
+
+def _check_paths(inputs: list[str], **outputs: str | None) -> None:
+    """Before any work: no output may be an input or another output (one place for all)."""
+    named = {"-" + k if len(k) == 1 else "--" + k.replace("_", "-"): v for k, v in outputs.items()}
+    check_run_paths(input_paths(inputs), named)
 
 
 # -- commands ------------------------------------------------------------------
@@ -180,7 +186,7 @@ def fit(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        check_writable_target(stats, input_paths(inputs))
+        _check_paths(inputs, s=stats, report=report_path)
         source = open_inputs(inputs, input_format, model, encoding=encoding, project=True)
 
         def reopen(columns: list[str]) -> Source:
@@ -254,7 +260,8 @@ def transform(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        out_fmt = _prepare_output(output, [*inputs, stats], output_format)
+        out_fmt = _output_format(output, output_format)
+        _check_paths([*inputs, stats], o=output, report=report_path)
         source = open_inputs(inputs, input_format, model, fitted=True, encoding=encoding)
         if inverse:
             model.check_invertible(model.maps(use.value))
@@ -314,9 +321,8 @@ def normalize(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        out_fmt = _prepare_output(output, inputs, output_format)
-        if stats:
-            check_writable_target(stats, input_paths(inputs))
+        out_fmt = _output_format(output, output_format)
+        _check_paths(inputs, o=output, s=stats, report=report_path)
         source = open_inputs(inputs, input_format, model, encoding=encoding)
         with _progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
             schema, batches = serial.normalize(
@@ -398,10 +404,10 @@ def export(
     with handled(debug):
         model = stats_file.load(stats)
         chosen = ex.pick_columns(model, names(columns))
+        if to is ExportTo.torch and output == "-":
+            raise UsageError("--to torch writes a binary file; give -o PATH, not -")
+        _check_paths([stats], o=output)
         if to is ExportTo.torch:
-            if output == "-":
-                raise UsageError("--to torch writes a binary file; give -o PATH, not -")
-            check_writable_target(output, [stats])
             warnings = _warnings(model.adjusted(columns=chosen), strict, uses_running=True)
             ex.save_torch(model, chosen, output)
             if warnings:
@@ -414,7 +420,6 @@ def export(
             if output == "-":
                 sys.stdout.write(text)
             else:
-                check_writable_target(output, [stats])
                 write_text(output, text)
 
 

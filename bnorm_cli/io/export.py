@@ -59,12 +59,13 @@ def torch_metadata(model: BatchNorm, columns: Sequence[str]) -> dict[str, str]:
 
 
 def save_torch(model: BatchNorm, columns: Sequence[str], path: str) -> None:
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
-    from .atomic import atomic_path
+    from .atomic import write_bytes
 
-    with atomic_path(path) as tmp:
-        save_file(torch_state_dict(model, columns), tmp, metadata=torch_metadata(model, columns))
+    # as bytes, then written by bnorm: atomically, or through to a device or FIFO
+    state = torch_state_dict(model, columns)
+    write_bytes(path, save(state, metadata=torch_metadata(model, columns)))
 
 
 def sklearn_attributes(model: BatchNorm, columns: Sequence[str]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ and pipes have no footer: their units are discovered as they stream, and
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,8 +49,8 @@ def plan(files: Sequence[InputFile]) -> list[Unit] | None:
     units: list[Unit] = []
     row = 0
     for f in files:
-        if f.path == "-" or f.fmt not in ("parquet", "ipc") or f.partitions:
-            return None
+        if f.fmt not in ("parquet", "ipc") or f.partitions or not _regular_file(f.path):
+            return None  # stdin, a FIFO or a device is opened once only, by the reader
         try:
             sizes = _part_rows(f)
         except (pa.ArrowException, OSError) as e:
@@ -60,6 +62,13 @@ def plan(files: Sequence[InputFile]) -> list[Unit] | None:
                 units.append(Unit(f.path, f.fmt, (i,), row, rows))
                 row += rows
     return units
+
+
+def _regular_file(path: str) -> bool:
+    try:
+        return path != "-" and stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _part_rows(f: InputFile) -> list[int] | None:

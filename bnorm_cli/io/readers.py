@@ -82,15 +82,18 @@ def open_source(
 
 
 def _check_readable(path: str) -> None:
+    """Fail early on a missing or unreadable input, without opening it: a FIFO or a
+    device is opened once only (opening and closing a FIFO would lose its writer)."""
     try:
-        with open(path, "rb"):
-            pass
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; check the path") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory; give a file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot open ({e.strerror}); check its permissions") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a directory; give a file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot open (Permission denied); check its permissions")
 
 
 def _open_parquet(
@@ -101,7 +104,8 @@ def _open_parquet(
     encoding: str = "",
     project: bool = False,
 ) -> Source:
-    spool = _spool_stdin() if path == "-" else None
+    # Parquet needs to seek: stdin, a FIFO or a device is copied to a temporary file
+    spool = None if _regular_file(path) else _spool(path)
     try:
         pf = pq.ParquetFile(spool or path, pre_buffer=False, buffer_size=PARQUET_BUFFER_SIZE)
         _check_names(pf.schema_arrow, name)
@@ -132,7 +136,7 @@ def _open_csv(
 ) -> Source:
     raw = _open_binary(path)
     # Decoded to UTF-8 before the recorder, which cuts blocks at UTF-8 newlines.
-    stream = Recorder(_to_utf8(raw, encoding), RowEnds(quotes=True))
+    stream = Recorder(_to_utf8(raw, encoding), RowEnds(quotes=True, delimiter=delimiter))
     # Serial pyarrow reading (use_threads=False): errors then carry the row number,
     # and no reader thread is left reading from a stream closed after an error.
     read = pacsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False)
@@ -180,10 +184,14 @@ def _open_csv(
     return Source(name, schema, None, pieces, inferred)
 
 
-def _spool_stdin() -> BinaryIO:
-    """Parquet needs to seek: copy stdin to an anonymous temporary file (not memory)."""
+def _spool(path: str) -> BinaryIO:
+    """stdin or ``path`` (read once) copied to an anonymous temporary file (not memory)."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (the reader owns it)
-    shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+    if path == "-":
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+    else:
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, spool, 1 << 20)
     spool.seek(0)
     return spool
 
@@ -319,15 +327,18 @@ def _open_ipc(
     encoding: str = "",
     project: bool = False,
 ) -> Source:
-    """Arrow IPC: the file format batch by batch (memory-mapped), or a stream.
+    """Arrow IPC: the file format batch by batch, or a stream.
 
-    stdin and ``.arrows`` files usually hold the stream format; a file-format input
-    on stdin is read whole first (it is read from its footer, which needs seeking).
+    A file is read through ordinary reads, not memory-mapped: a file truncated while
+    it is read is then an error, not a crash (SIGBUS). stdin, a FIFO and a device are
+    opened once; they and ``.arrows`` files usually hold the stream format; a
+    file-format input there is read whole first (its footer needs seeking).
     """
     reader: pa.ipc.RecordBatchFileReader | pa.ipc.RecordBatchStreamReader
     try:
-        if path == "-":
-            stream = Recorder(sys.stdin.buffer, short_reads=True)
+        if not _regular_file(path):
+            raw = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+            stream = Recorder(raw, short_reads=True)
             head = stream.read(len(_IPC_MAGIC)) or b""
             stream.rewind()
             buffered = io.BufferedReader(stream, buffer_size=1 << 16)
@@ -336,12 +347,10 @@ def _open_ipc(
             else:
                 reader = pa.ipc.open_stream(buffered)
         else:
-            with open(path, "rb") as f:
-                is_file = f.read(len(_IPC_MAGIC)) == _IPC_MAGIC
-            if is_file:
-                reader = pa.ipc.open_file(pa.memory_map(path))
-            else:
-                reader = pa.ipc.open_stream(pa.OSFile(path))
+            f = pa.OSFile(path)
+            is_file = f.read(len(_IPC_MAGIC)) == _IPC_MAGIC
+            f.seek(0)
+            reader = pa.ipc.open_file(f) if is_file else pa.ipc.open_stream(f)
     except (pa.ArrowException, OSError) as e:
         raise DataError(
             f"{name}: not a readable Arrow IPC file or stream ({_short(e)}); check that it is"
@@ -454,15 +463,21 @@ def _explain_json(e: BaseException, inferred: pa.Schema | None, chosen: set[str]
 
 
 def count_rows(path: str, fmt: str) -> int | None:
-    """Rows in a file whose metadata tells (Parquet, Arrow IPC file) without reading it."""
+    """Rows in a file whose metadata tells (Parquet, Arrow IPC file) without reading it.
+
+    None for stdin, a FIFO or a device: those are opened once only, by the reader.
+    """
+    if not _regular_file(path):
+        return None
     try:
         if fmt == "parquet":
             return int(pq.read_metadata(path).num_rows)
         if fmt == "ipc":
-            with open(path, "rb") as f:
+            with pa.OSFile(path) as f:
                 if f.read(len(_IPC_MAGIC)) != _IPC_MAGIC:
                     return None
-            return int(pa.ipc.open_file(pa.memory_map(path)).count_rows())
+                f.seek(0)
+                return int(pa.ipc.open_file(f).count_rows())
     except (pa.ArrowException, OSError):
         return None  # the reader reports the problem when it gets there
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import select
 import stat
 from typing import Any, BinaryIO
@@ -106,21 +107,22 @@ class RowEnds:
 
     pyarrow's CSV and JSON readers fail on a row that straddles more than one block
     boundary ("straddling object") and on a partial row before the end of input,
-    so a short block must end where a row ends: at a newline outside quotes
-    (``quotes=True``: CSV, where a quoted field may hold newlines; the parity of the
-    ``"`` counts tells inside from outside) or at any newline (NDJSON).
+    so a short block must end where a row ends: at any newline for NDJSON; for CSV
+    (``quotes=True``) at a line end outside quotes, decided as pyarrow's parser
+    decides it (`_CsvRows`): a ``"`` opens a quoted field only at the start of a
+    field; anywhere else it is a plain character.
     """
 
-    def __init__(self, quotes: bool) -> None:
-        self._quotes = quotes
-        self._odd = False  # inside a quoted field at the end of what was passed on
+    def __init__(self, quotes: bool, delimiter: str = ",") -> None:
+        self._rows = _CsvRows.of(delimiter) if quotes else None
+        self._state = b""  # the state at the end of what was passed on, as bytes (_CsvRows)
         self._buf = bytearray()
         self._have = 0  # bytes read into _buf and not yet passed on
 
     def seen(self, data: bytes | bytearray, end: int) -> None:
         """``data[:end]`` was passed on to the reader (it starts where the last ended)."""
-        if self._quotes:
-            self._odd ^= data.count(b'"', 0, end) % 2 == 1
+        if self._rows is not None:
+            self._state = self._rows.state_after(self._state, data, end)
 
     def read_into(self, view: memoryview, raw: Any) -> int:
         """Read from a pipe what has arrived, up to the last complete row.
@@ -165,16 +167,88 @@ class RowEnds:
 
         ``data`` starts where the bytes `seen` so far ended.
         """
-        pos = data.rfind(b"\n", 0, limit)
-        if not self._quotes:
-            return pos + 1
-        odd_total = data.count(b'"', 0, limit) % 2 == 1
-        after = data.count(b'"', pos + 1, limit) if pos >= 0 else 0
-        while pos >= 0:
-            # outside quotes at pos iff the quotes before it (and before data) are even
-            if not (self._odd ^ odd_total ^ (after % 2 == 1)):
-                return pos + 1
-            prev = data.rfind(b"\n", 0, pos)
-            after += data.count(b'"', prev + 1, pos)
-            pos = prev
-        return 0
+        if self._rows is None:
+            return data.rfind(b"\n", 0, limit) + 1
+        return self._rows.cut(self._state, data, limit)
+
+
+class _CsvRows:
+    """CSV row ends as pyarrow's parser finds them (``newlines_in_values=True``,
+    ``double_quote=True``, no escape character).
+
+    A field that starts with ``"`` is quoted up to the next lone ``"`` (``""`` is a
+    quote inside it; newlines and delimiters are text there), and what follows that
+    ``"`` up to the delimiter is plain text; a ``"`` anywhere else is a plain
+    character. Rows end at ``\n``, ``\r\n`` or ``\r``. A regular expression matches
+    whole rows, so a piece is scanned at C speed; without a ``"`` the last ``\n``
+    ends a row. The state in the middle of a row is kept as the bytes that would
+    lead to it from a row start: ``b""`` (a row start), ``b"x,"`` (a field start),
+    ``b"x"`` (plain text), ``b'"'`` (in quotes), ``b'""'`` (in quotes, just after a
+    ``"`` that may close them or be the first of ``""``).
+    """
+
+    _made: dict[str, _CsvRows] = {}  # noqa: RUF012 (a cache, one per delimiter)
+
+    def __init__(self, delimiter: str) -> None:
+        d = re.escape(delimiter.encode())
+        text = rb"[^" + d + rb"\r\n]*+"  # plain text up to the end of the field
+        field = rb'(?:"(?:[^"]|"")*+"' + text + rb'|[^"' + d + rb"\r\n]" + text + rb")?+"
+        row = field + rb"(?:" + d + field + rb")*+(?:\r?\n|\r(?=[^\n]))"
+        self._delimiter = delimiter.encode()
+        self._rows = re.compile(rb"(?:" + row + rb")*+")
+        self._fields = re.compile(rb"(?:" + field + d + rb")*+")
+        self._quoted = re.compile(rb'"(?:[^"]|"")*+')
+        self._text = re.compile(text)
+
+    @classmethod
+    def of(cls, delimiter: str) -> _CsvRows:
+        if delimiter not in cls._made:
+            cls._made[delimiter] = cls(delimiter)
+        return cls._made[delimiter]
+
+    def cut(self, state: bytes, data: bytes | bytearray, limit: int) -> int:
+        """Length of the longest prefix of ``data[:limit]`` that ends with a row, or 0."""
+        if not state:
+            if data.find(b'"', 0, limit) < 0:
+                return data.rfind(b"\n", 0, limit) + 1
+            match = self._rows.match(data, 0, limit)
+            assert match is not None  # zero rows always match
+            return match.end()
+        text = state + bytes(data[:limit])
+        match = self._rows.match(text)
+        assert match is not None
+        return max(match.end() - len(state), 0)
+
+    def state_after(self, state: bytes, data: bytes | bytearray, end: int) -> bytes:
+        """The state after ``data[:end]``, read from ``state``."""
+        if not state and data.find(b'"', 0, end) < 0:
+            last = data.rfind(b"\n", 0, end) + 1
+            text: bytes | bytearray = data
+        else:
+            text = state + bytes(data[:end]) if state else data
+            end += len(state)
+            match = self._rows.match(text, 0, end)
+            assert match is not None
+            last = match.end()
+        return self._partial_row(text, last, end)
+
+    def _partial_row(self, text: bytes | bytearray, start: int, end: int) -> bytes:
+        """The state after ``text[start:end]``, a row not ended yet."""
+        fields = self._fields.match(text, start, end)
+        assert fields is not None
+        pos = fields.end()
+        if pos == end:
+            return b"x" + self._delimiter if pos > start else b""
+        if text[pos : pos + 1] == b'"':
+            quoted = self._quoted.match(text, pos, end)
+            assert quoted is not None
+            pos = quoted.end()
+            if pos == end:
+                return b'"'
+            if pos + 1 == end:  # a '"' that closes the field, or the first of '""'
+                return b'""'
+            pos += 1
+        plain = self._text.match(text, pos, end)
+        assert plain is not None
+        # the text of this field runs to the end; or a lone "\r" ends the row there
+        return b"x" if plain.end() == end else b""

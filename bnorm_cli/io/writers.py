@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import polars as pl
 import pyarrow as pa
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from ..core.batching import prefetch, prefetch_depth
 from ..core.errors import OutputError
-from .atomic import atomic_path
+from .atomic import atomic_path, open_mode, writes_through
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
 PARQUET_ROW_GROUP_ROWS = 1 << 17
@@ -54,10 +54,11 @@ def write_batches(
 def _open_native(path: str, fmt: str) -> BinaryIO:
     """The output file; for the Arrow writers (Parquet, IPC) a native one, so that
     their writes do not go through Python and wait for the GIL held by the thread
-    that produces the batches."""
-    if fmt in ("parquet", "ipc"):
+    that produces the batches. A device or FIFO (written through, `atomic`) cannot
+    seek: a Python file then, as for stdout."""
+    if fmt in ("parquet", "ipc") and not writes_through(path):
         return pa.OSFile(path, "wb")  # type: ignore[return-value]
-    return open(path, "wb")
+    return cast(BinaryIO, open(path, open_mode(path)))
 
 
 def _flushed(batches: Iterable[pa.RecordBatch], out: BinaryIO) -> Iterator[pa.RecordBatch]:
