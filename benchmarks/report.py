@@ -162,22 +162,92 @@ def busy_warning(results: dict[str, Result]) -> str:
     )
 
 
-def render(run: Result) -> str:
-    """The whole Markdown report of one run of run.py."""
-    p, d, results = run["params"], run["dataset"], run["workloads"]
-    head = (
+def _layout(d: Result) -> str:
+    """The input file's codec and row groups, when the run recorded them."""
+    lay = d.get("parquet_layout")
+    if not lay:
+        return ""
+    lo, hi, mid = lay["row_group_rows_min"], lay["row_group_rows_max"], lay["row_group_rows_median"]
+    sizes = f"{hi:,}" if lo == hi else f"{lo:,}-{hi:,} (median {mid:,})"
+    codecs = "/".join(lay["codecs"]).lower()
+    return f"{codecs}, {lay['row_groups']} row group(s) of {sizes} rows"
+
+
+def _head(p: Result, d: Result, env: Result) -> str:
+    layout = _layout(d)
+    return (
         f"## bnorm benchmark: {p['rows']:,} rows x {p['cols']} float columns, "
         f"batch size {p['batch_size']:,}, medians of {p['repeat']} alternating run(s)\n\n"
         f"Parquet input: {d['parquet_bytes'] / 1e6:.0f} MB"
+        + (f" ({layout}; {d.get('writer', 'bench')} writer)" if layout else "")
         + (f"; CSV input: {d['csv_bytes'] / 1e6:.0f} MB" if d.get("csv_bytes") else "")
-        + f". {run['env']['summary']}\n"
+        + f". Anchors write {p.get('anchor_compression', 'snappy')} Parquet, as bnorm does. "
+        + f"{env['summary']}\n"
     )
-    head += busy_warning(results)
-    parts = [head, table(results, p["rows"]), "", "### Ratios and targets", ""]
+
+
+def _checks_part(p: Result, checks: list[Result], results: dict[str, Result]) -> list[str]:
+    parts = ["", "### Ratios and targets", ""]
     if p["rows"] != TARGET_ROWS:
         parts += [f"(Targets are set for {TARGET_ROWS:,} rows; this run has {p['rows']:,}.)", ""]
-    has_checks = run["checks"] or any(ratio(results, a, b) for a, b in INFO_RATIOS)
-    parts.append(
-        checks_table(run["checks"], results) if has_checks else "(none: no target applies)"
-    )
+    has_checks = checks or any(ratio(results, a, b) for a, b in INFO_RATIOS)
+    parts.append(checks_table(checks, results) if has_checks else "(none: no target applies)")
+    return parts
+
+
+def files_summary(files: dict[str, Result]) -> str:
+    """One line per check, one column per input file: value and verdict."""
+    writers = list(files)
+    order: dict[str, str] = {}
+    for f in files.values():
+        for c in f.get("checks", []):
+            order.setdefault(c["check"], c["target"])
+    head = _row(["check", *writers, "target"])
+    lines = [head, _row(["---"] + ["---:"] * len(writers) + ["---"])]
+    for name, target in order.items():
+        cells = [name]
+        for w in writers:
+            c = next((x for x in files[w].get("checks", []) if x["check"] == name), None)
+            if c is None or c["value"] is None:
+                cells.append("n/a")
+            else:
+                mark = "" if c["pass"] is None else (" PASS" if c["pass"] else " **FAIL**")
+                cells.append(f"{c['value']:.2f}{mark}")
+        lines.append(_row([*cells, target]))
+    lines.append("")
+    for w in writers:
+        ds = files[w]["dataset"]
+        lines.append(f"- `{w}`: {ds.get('writer_settings', '')}; here {_layout(ds)}")
+    return "\n".join(lines)
+
+
+def render(run: Result) -> str:
+    """The whole Markdown report of one run of run.py."""
+    p, d, results = run["params"], run["dataset"], run["workloads"]
+    files = run.get("files")
+    if not files:
+        parts = [_head(p, d, run["env"]) + busy_warning(results), table(results, p["rows"])]
+        parts += _checks_part(p, run["checks"], results)
+        return "\n".join(parts) + "\n"
+    every = {f"{w}/{n}": r for w, f in files.items() for n, r in f["workloads"].items()}
+    parts = [
+        f"## bnorm benchmark on {len(files)} files of the same data: {p['rows']:,} rows x "
+        f"{p['cols']} float columns, batch size {p['batch_size']:,}, medians of "
+        f"{p['repeat']} alternating run(s) (for each repeat: each file: each workload)\n\n"
+        f"Anchors write {p.get('anchor_compression', 'snappy')} Parquet, as bnorm does. "
+        f"{run['env']['summary']}\n" + busy_warning(every),
+        "### Every file: ratios and targets",
+        "",
+    ]
+    if p["rows"] != TARGET_ROWS:
+        parts += [f"(Targets are set for {TARGET_ROWS:,} rows; this run has {p['rows']:,}.)", ""]
+    parts.append(files_summary(files))
+    for w, f in files.items():
+        ds = f["dataset"]
+        parts += [
+            "",
+            f"### File `{w}`: {ds['parquet_bytes'] / 1e6:.0f} MB, {_layout(ds)}",
+            "",
+            table(f["workloads"], p["rows"]),
+        ]
     return "\n".join(parts) + "\n"
