@@ -151,6 +151,7 @@ def argv(
     if spec.name in {"fit", "csv-fit"}:
         return [*bnorm, "fit", src, "-s", str(art), *batch, "--quiet"]
     if spec.name in {"transform", "csv-transform"}:
-        return [*bnorm, "transform", src, "-s", str(art), "-o", str(out), "--quiet"]
+        # -b is transform's chunk size (it applies one saved map per column)
+        return [*bnorm, "transform", src, "-s", str(art), "-o", str(out), *batch, "--quiet"]
     mode = spec.name.removeprefix("normalize-")
     return [*bnorm, "normalize", src, "-o", str(out), "--mode", mode, *batch, "--quiet"]
