@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import os
 import statistics
 from collections.abc import Callable
@@ -148,9 +149,12 @@ _WRITER_PACKAGE = {"polars": "polars", "pyarrow": "pyarrow", "duckdb": "duckdb"}
 
 
 def writer_version(writer: str) -> str:
-    """The version of the library behind ``writer`` ("" for the bench file)."""
+    """The version of the library behind ``writer`` ("" for the bench file or if missing)."""
     pkg = _WRITER_PACKAGE.get(writer)
-    return importlib.metadata.version(pkg) if pkg else ""
+    try:
+        return importlib.metadata.version(pkg) if pkg else ""
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _sql_string(path: Path) -> str:
@@ -163,6 +167,11 @@ def copy_with(writer: str, src: Path, dst: Path) -> Path:
     polars and pyarrow write a table held in memory, as their users do
     (~140 MB per million rows at 16 columns); DuckDB streams.
     """
+    pkg = _WRITER_PACKAGE.get(writer)
+    if pkg and importlib.util.find_spec(pkg) is None:
+        raise RuntimeError(
+            f"the {writer} writer needs {pkg} (pip install -r benchmarks/requirements.txt)"
+        )
     tmp = dst.with_name(dst.name + ".tmp")
     if writer == "polars":
         import polars as pl

@@ -57,6 +57,15 @@ def ratio(results: dict[str, Result], num: str, den: str) -> float | None:
     return a / b if a is not None and b is not None and b > 0 else None
 
 
+def cpu_ratio(results: dict[str, Result], num: str, den: str) -> float | None:
+    """Ratio of median CPU times (user + system of the workload's process)."""
+    a, b = results.get(num), results.get(den)
+    if not (a and b and a["status"] == "ok" and b["status"] == "ok"):
+        return None
+    x, y = a.get("cpu_median_s"), b.get("cpu_median_s")
+    return x / y if x is not None and y else None
+
+
 def evaluate(results: dict[str, Result], baseline: dict[str, Result] | None = None) -> list[Result]:
     """Every target as ``{check, value, target, pass}``; ``pass`` is None when
     a workload it needs did not run."""
@@ -115,12 +124,13 @@ def table(results: dict[str, Result], rows: int) -> str:
         "MB/s",
         "peak RSS median (MiB)",
         "wall min-max (s)",
+        "CPU median (s)",
     ]
-    lines = [_row(head), _row(["---"] + ["---:"] * 5)]
+    lines = [_row(head), _row(["---"] + ["---:"] * 6)]
     notes: list[str] = []
     for name, r in results.items():
         if r["status"] != "ok":
-            lines.append(_row([name] + ["n/a"] * 5))
+            lines.append(_row([name] + ["n/a"] * 6))
             notes.append(f"- {name}: {r['status']}: {r['reason']}")
             continue
         t = r["wall_median_s"]
@@ -132,6 +142,7 @@ def table(results: dict[str, Result], rows: int) -> str:
             f"{r['input_bytes'] / t / 1e6:.0f}",
             f"{r['rss_median_mib']:.0f}",
             f"{min(walls):.2f}-{max(walls):.2f}",
+            _fmt(r.get("cpu_median_s"), ".2f"),
         ]
         lines.append(_row(cells))
     return "\n".join(lines + (["", *notes] if notes else []))
@@ -146,6 +157,9 @@ def checks_table(checks: list[Result], info: dict[str, Result]) -> str:
         v = ratio(info, num, den)
         if v is not None:
             lines.append(_row([f"{num} / {den}", f"{v:.2f}", "(information only)", ""]))
+    for t in TARGETS:  # CPU time resists a loaded host better than wall time
+        if (v := cpu_ratio(info, t.num, t.den)) is not None:
+            lines.append(_row([f"CPU time {t.label}", f"{v:.2f}", "(information only)", ""]))
     return "\n".join(lines)
 
 
@@ -214,6 +228,11 @@ def files_summary(files: dict[str, Result]) -> str:
                 mark = "" if c["pass"] is None else (" PASS" if c["pass"] else " **FAIL**")
                 cells.append(f"{c['value']:.2f}{mark}")
         lines.append(_row([*cells, target]))
+    for t in TARGETS:  # CPU time resists a loaded host better than wall time
+        vals = [cpu_ratio(files[w]["workloads"], t.num, t.den) for w in writers]
+        if any(v is not None for v in vals):
+            cells = [_fmt(v, ".2f") for v in vals]
+            lines.append(_row([f"CPU time {t.label}", *cells, "(information)"]))
     lines.append("")
     for w in writers:
         ds = files[w]["dataset"]

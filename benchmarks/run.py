@@ -86,6 +86,7 @@ def _summarize(samples: list[measure.Sample]) -> dict[str, Any]:
         "wall_median_s": measure.median([s.wall_s for s in ok]) if ok else None,
         "rss_median_mib": measure.median([s.maxrss_mib for s in ok]) if ok else None,
         "rss_max_mib": max(s.maxrss_mib for s in ok) if ok else None,
+        "cpu_median_s": measure.median([s.cpu_s for s in ok]) if ok else None,
     }
 
 
