@@ -98,15 +98,18 @@ def _bnorm(points: list[Point]) -> list[str]:
     return [n for n in _names(points) if wl.BY_NAME[n].kind == "bnorm"]
 
 
-def batch_ratios(points: list[Point]) -> str:
-    """Wall time at each batch size / at REFERENCE_BATCH, per workload, with targets."""
+def batch_ratios(points: list[Point], key: str = "wall_median_s") -> str:
+    """Wall (or, with ``key="cpu_median_s"``, CPU) time at each batch size / at
+    REFERENCE_BATCH, per workload, with the targets (judged on wall time)."""
     ref = next((p for p in points if p["x"] == REFERENCE_BATCH), None)
     if ref is None:
         return ""
     names = _names(points)
     head = ["batch size", *names]
+    what = "Wall time" if key == "wall_median_s" else "CPU time (steadier on a loaded host)"
     lines = [
-        f"Wall time relative to batch size {REFERENCE_BATCH:,} (target in brackets):",
+        f"{what} relative to batch size {REFERENCE_BATCH:,}"
+        + (" (target in brackets):" if key == "wall_median_s" else ":"),
         "",
         "| " + " | ".join(head) + " |",
         "|" + " ---: |" * len(head),
@@ -118,12 +121,29 @@ def batch_ratios(points: list[Point]) -> str:
             if not (a and b and a["status"] == "ok" and b["status"] == "ok"):
                 cells.append("n/a")
                 continue
-            v = a["wall_median_s"] / b["wall_median_s"]
+            if not (a.get(key) and b.get(key)):
+                cells.append("n/a")
+                continue
+            v = a[key] / b[key]
             cell = f"{v:.2f}x"
-            if (limit := BATCH_TARGETS.get((n, p["x"]))) is not None:
+            limit = BATCH_TARGETS.get((n, p["x"]))
+            if limit is not None and key == "wall_median_s":
                 cell += f" (<= {limit:g}: {'PASS' if v <= limit else '**FAIL**'})"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
+    small = min(points, key=lambda p: p["x"])
+    extra = -(-small["rows"] // small["x"]) - -(-ref["rows"] // ref["x"])  # more batches
+    costs = []
+    for n in names:
+        a, b = small["workloads"].get(n), ref["workloads"].get(n)
+        if extra > 0 and a and b and a.get(key) and b.get(key):
+            costs.append(f"{n} {1000 * (a[key] - b[key]) / extra:.2f} ms")
+    if costs:
+        lines += [
+            "",
+            f"Cost per extra batch (batch size {small['x']:,} vs {REFERENCE_BATCH:,}, "
+            f"{extra:,} more batches): " + ", ".join(costs),
+        ]
     return "\n".join(lines)
 
 
@@ -322,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if param == "batch_size" and (text := batch_ratios(points)):
             out += ["", text]
+            if cpu := batch_ratios(points, "cpu_median_s"):
+                out += ["", cpu]
         if param == "cols" and (text := memory_per_batch(points)):
             out += ["", text]
     merged = {
