@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import make_data
 import report
 import run
 import workloads as wl
@@ -306,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweeps", default=",".join(SWEEPS), help="which sweeps (comma list)")
     p.add_argument("--only", default="", help="workloads or groups, as for run.py")
     p.add_argument("--workdir", type=Path, default=run.DEFAULT_WORKDIR)
+    p.add_argument(
+        "--writer",
+        default="bench",
+        choices=list(make_data.WRITERS),
+        help="whose Parquet file every point runs on (as run.py --writers; default bench)",
+    )
     p.add_argument("--retry-noisy", type=int, default=0, metavar="N", help="as for run.py")
     p.add_argument("--plot", type=Path, default=wl.REPO_ROOT / "docs" / "scaling.png")
     p.add_argument("--json", type=Path, help="also write the raw numbers here")
@@ -321,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         only=only,
         workdir=a.workdir,
         retry_noisy=a.retry_noisy,
+        writers=(a.writer,),
     )
     values = {"rows": a.rows_list, "cols": a.cols_list, "batch_size": a.batch_list}
     chosen = [s for s in a.sweeps.split(",") if s]
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     out = [
         f"## bnorm scaling (medians of {a.repeat} run(s); 16 float columns, batch size "
         f"65,536 and {a.base_rows:,} rows unless varied; the cols sweep on "
-        f"{a.cols_rows:,} rows)"
+        f"{a.cols_rows:,} rows; {a.writer} writer's file)"
     ]
     for param, points in sweeps.items():
         out += [
