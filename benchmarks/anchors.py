@@ -4,9 +4,12 @@ Each anchor is what a competent user would write with the library at hand.
 run.py starts every anchor as its own process:
 
     python benchmarks/anchors.py NAME INPUT [--out PATH] [--state PATH] [--batch-size N]
+        [--compression snappy]
 
 so its wall time and peak RSS include interpreter start-up and imports, as
 bnorm's do. Libraries are imported inside each anchor, never at module level.
+Anchors that write Parquet use ``--compression`` (default snappy: the codec bnorm
+writes, so both sides pay for the same encoder).
 
 - polars_agg:            scan_parquet -> mean and var of each numeric column (streaming)
 - polars_copy:           scan_parquet -> sink_parquet
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 READ_BUFFER = 1 << 20  # pyarrow read buffer with pre_buffer=False (see io-notes.md)
 WRITE_ROWS = 1 << 20  # rows per row group written by sklearn_transform
+OUTPUT_COMPRESSION = "snappy"  # what bnorm writes (bnorm_cli writers); anchors match it
 
 
 def _numeric(schema: pl.Schema) -> list[str]:
@@ -62,13 +66,13 @@ def polars_csv_agg(a: argparse.Namespace) -> None:
 def polars_copy(a: argparse.Namespace) -> None:
     import polars as pl
 
-    pl.scan_parquet(a.input).sink_parquet(a.out)
+    pl.scan_parquet(a.input).sink_parquet(a.out, compression=a.compression)
 
 
 def polars_csv_to_parquet(a: argparse.Namespace) -> None:
     import polars as pl
 
-    pl.scan_csv(a.input).sink_parquet(a.out)
+    pl.scan_csv(a.input).sink_parquet(a.out, compression=a.compression)
 
 
 def _batches(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -132,7 +136,9 @@ def sklearn_transform(a: argparse.Namespace) -> None:
         if writer is None:
             text = [f.name for f in out.schema if pa.types.is_string(f.type)]
             # Dictionary-encoding floats is slow and bloats the file (io-notes.md).
-            writer = pq.ParquetWriter(a.out, out.schema, compression="zstd", use_dictionary=text)
+            writer = pq.ParquetWriter(
+                a.out, out.schema, compression=a.compression, use_dictionary=text
+            )
         # One write_table per batch would make one tiny row group per batch.
         pending.append(out)
         pending_rows += out.num_rows
@@ -179,6 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="output file (copy/transform anchors)")
     p.add_argument("--state", type=Path, help="pickled scaler (written by sklearn_fit)")
     p.add_argument("--batch-size", type=int, default=65536)
+    p.add_argument(
+        "--compression",
+        default=OUTPUT_COMPRESSION,
+        help="codec of a Parquet output (default snappy, as bnorm writes)",
+    )
     a = p.parse_args(argv)
     ANCHORS[a.name](a)
 

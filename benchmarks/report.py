@@ -57,6 +57,15 @@ def ratio(results: dict[str, Result], num: str, den: str) -> float | None:
     return a / b if a is not None and b is not None and b > 0 else None
 
 
+def cpu_ratio(results: dict[str, Result], num: str, den: str) -> float | None:
+    """Ratio of median CPU times (user + system of the workload's process)."""
+    a, b = results.get(num), results.get(den)
+    if not (a and b and a["status"] == "ok" and b["status"] == "ok"):
+        return None
+    x, y = a.get("cpu_median_s"), b.get("cpu_median_s")
+    return x / y if x is not None and y else None
+
+
 def evaluate(results: dict[str, Result], baseline: dict[str, Result] | None = None) -> list[Result]:
     """Every target as ``{check, value, target, pass}``; ``pass`` is None when
     a workload it needs did not run."""
@@ -115,12 +124,13 @@ def table(results: dict[str, Result], rows: int) -> str:
         "MB/s",
         "peak RSS median (MiB)",
         "wall min-max (s)",
+        "CPU median (s)",
     ]
-    lines = [_row(head), _row(["---"] + ["---:"] * 5)]
+    lines = [_row(head), _row(["---"] + ["---:"] * 6)]
     notes: list[str] = []
     for name, r in results.items():
         if r["status"] != "ok":
-            lines.append(_row([name] + ["n/a"] * 5))
+            lines.append(_row([name] + ["n/a"] * 6))
             notes.append(f"- {name}: {r['status']}: {r['reason']}")
             continue
         t = r["wall_median_s"]
@@ -132,6 +142,7 @@ def table(results: dict[str, Result], rows: int) -> str:
             f"{r['input_bytes'] / t / 1e6:.0f}",
             f"{r['rss_median_mib']:.0f}",
             f"{min(walls):.2f}-{max(walls):.2f}",
+            _fmt(r.get("cpu_median_s"), ".2f"),
         ]
         lines.append(_row(cells))
     return "\n".join(lines + (["", *notes] if notes else []))
@@ -146,6 +157,9 @@ def checks_table(checks: list[Result], info: dict[str, Result]) -> str:
         v = ratio(info, num, den)
         if v is not None:
             lines.append(_row([f"{num} / {den}", f"{v:.2f}", "(information only)", ""]))
+    for t in TARGETS:  # CPU time resists a loaded host better than wall time
+        if (v := cpu_ratio(info, t.num, t.den)) is not None:
+            lines.append(_row([f"CPU time {t.label}", f"{v:.2f}", "(information only)", ""]))
     return "\n".join(lines)
 
 
@@ -162,22 +176,97 @@ def busy_warning(results: dict[str, Result]) -> str:
     )
 
 
-def render(run: Result) -> str:
-    """The whole Markdown report of one run of run.py."""
-    p, d, results = run["params"], run["dataset"], run["workloads"]
-    head = (
+def _layout(d: Result) -> str:
+    """The input file's codec and row groups, when the run recorded them."""
+    lay = d.get("parquet_layout")
+    if not lay:
+        return ""
+    lo, hi, mid = lay["row_group_rows_min"], lay["row_group_rows_max"], lay["row_group_rows_median"]
+    sizes = f"{hi:,}" if lo == hi else f"{lo:,}-{hi:,} (median {mid:,})"
+    codecs = "/".join(lay["codecs"]).lower()
+    return f"{codecs}, {lay['row_groups']} row group(s) of {sizes} rows"
+
+
+def _head(p: Result, d: Result, env: Result) -> str:
+    layout = _layout(d)
+    return (
         f"## bnorm benchmark: {p['rows']:,} rows x {p['cols']} float columns, "
         f"batch size {p['batch_size']:,}, medians of {p['repeat']} alternating run(s)\n\n"
         f"Parquet input: {d['parquet_bytes'] / 1e6:.0f} MB"
+        + (f" ({layout}; {d.get('writer', 'bench')} writer)" if layout else "")
         + (f"; CSV input: {d['csv_bytes'] / 1e6:.0f} MB" if d.get("csv_bytes") else "")
-        + f". {run['env']['summary']}\n"
+        + f". Anchors write {p.get('anchor_compression', 'snappy')} Parquet, as bnorm does. "
+        + f"{env['summary']}\n"
     )
-    head += busy_warning(results)
-    parts = [head, table(results, p["rows"]), "", "### Ratios and targets", ""]
+
+
+def _checks_part(p: Result, checks: list[Result], results: dict[str, Result]) -> list[str]:
+    parts = ["", "### Ratios and targets", ""]
     if p["rows"] != TARGET_ROWS:
         parts += [f"(Targets are set for {TARGET_ROWS:,} rows; this run has {p['rows']:,}.)", ""]
-    has_checks = run["checks"] or any(ratio(results, a, b) for a, b in INFO_RATIOS)
-    parts.append(
-        checks_table(run["checks"], results) if has_checks else "(none: no target applies)"
-    )
+    has_checks = checks or any(ratio(results, a, b) for a, b in INFO_RATIOS)
+    parts.append(checks_table(checks, results) if has_checks else "(none: no target applies)")
+    return parts
+
+
+def files_summary(files: dict[str, Result]) -> str:
+    """One line per check, one column per input file: value and verdict."""
+    writers = list(files)
+    order: dict[str, str] = {}
+    for f in files.values():
+        for c in f.get("checks", []):
+            order.setdefault(c["check"], c["target"])
+    head = _row(["check", *writers, "target"])
+    lines = [head, _row(["---"] + ["---:"] * len(writers) + ["---"])]
+    for name, target in order.items():
+        cells = [name]
+        for w in writers:
+            c = next((x for x in files[w].get("checks", []) if x["check"] == name), None)
+            if c is None or c["value"] is None:
+                cells.append("n/a")
+            else:
+                mark = "" if c["pass"] is None else (" PASS" if c["pass"] else " **FAIL**")
+                cells.append(f"{c['value']:.2f}{mark}")
+        lines.append(_row([*cells, target]))
+    for t in TARGETS:  # CPU time resists a loaded host better than wall time
+        vals = [cpu_ratio(files[w]["workloads"], t.num, t.den) for w in writers]
+        if any(v is not None for v in vals):
+            cells = [_fmt(v, ".2f") for v in vals]
+            lines.append(_row([f"CPU time {t.label}", *cells, "(information)"]))
+    lines.append("")
+    for w in writers:
+        ds = files[w]["dataset"]
+        lines.append(f"- `{w}`: {ds.get('writer_settings', '')}; here {_layout(ds)}")
+    return "\n".join(lines)
+
+
+def render(run: Result) -> str:
+    """The whole Markdown report of one run of run.py."""
+    p, d, results = run["params"], run["dataset"], run["workloads"]
+    files = run.get("files")
+    if not files:
+        parts = [_head(p, d, run["env"]) + busy_warning(results), table(results, p["rows"])]
+        parts += _checks_part(p, run["checks"], results)
+        return "\n".join(parts) + "\n"
+    every = {f"{w}/{n}": r for w, f in files.items() for n, r in f["workloads"].items()}
+    parts = [
+        f"## bnorm benchmark on {len(files)} files of the same data: {p['rows']:,} rows x "
+        f"{p['cols']} float columns, batch size {p['batch_size']:,}, medians of "
+        f"{p['repeat']} alternating run(s) (for each repeat: each file: each workload)\n\n"
+        f"Anchors write {p.get('anchor_compression', 'snappy')} Parquet, as bnorm does. "
+        f"{run['env']['summary']}\n" + busy_warning(every),
+        "### Every file: ratios and targets",
+        "",
+    ]
+    if p["rows"] != TARGET_ROWS:
+        parts += [f"(Targets are set for {TARGET_ROWS:,} rows; this run has {p['rows']:,}.)", ""]
+    parts.append(files_summary(files))
+    for w, f in files.items():
+        ds = f["dataset"]
+        parts += [
+            "",
+            f"### File `{w}`: {ds['parquet_bytes'] / 1e6:.0f} MB, {_layout(ds)}",
+            "",
+            table(f["workloads"], p["rows"]),
+        ]
     return "\n".join(parts) + "\n"

@@ -3,6 +3,7 @@
     python benchmarks/run.py --rows 5000000 --repeat 3 [--cols 16] [--batch-size 65536]
         [--csv] [--only fit,transform] [--workdir DIR] [--json out.json]
         [--rss-baseline run-1m.json | --rss-baseline-rows 1000000]
+        [--writers bench,polars,pyarrow,duckdb] [--anchor-compression snappy]
 
 Every workload runs as its own process, ``--repeat`` times, alternating
 (for each repeat: every workload once, in catalog order); the report shows
@@ -42,6 +43,8 @@ class Config:
     workdir: Path = DEFAULT_WORKDIR
     seed: int = make_data.DEFAULT_SEED
     retry_noisy: int = 0  # re-runs allowed for a run during which others took CPU
+    writers: tuple[str, ...] = ("bench",)  # whose Parquet file(s) to run on (make_data.WRITERS)
+    anchor_compression: str = wl.ANCHOR_COMPRESSION  # codec of the anchors' Parquet outputs
 
 
 def _say(msg: str) -> None:
@@ -83,6 +86,7 @@ def _summarize(samples: list[measure.Sample]) -> dict[str, Any]:
         "wall_median_s": measure.median([s.wall_s for s in ok]) if ok else None,
         "rss_median_mib": measure.median([s.maxrss_mib for s in ok]) if ok else None,
         "rss_max_mib": max(s.maxrss_mib for s in ok) if ok else None,
+        "cpu_median_s": measure.median([s.cpu_s for s in ok]) if ok else None,
     }
 
 
@@ -101,94 +105,148 @@ def _run_once(
     _remove(paths.output(s))
     if not s.needs:
         _remove(paths.artifact(s))
-    argv = wl.argv(s, paths, cfg.batch_size)
+    argv = wl.argv(s, paths, cfg.batch_size, cfg.anchor_compression)
     sample = measure.run_process(argv, cwd=wl.REPO_ROOT, env=env, log=log)
     _remove(paths.output(s))
     os.sync()  # flush written data now, not during the next workload
     return sample
 
 
+@dataclass(frozen=True)
+class _File:
+    """One input file of a suite: the dataset as written by ``writer``."""
+
+    writer: str
+    paths: wl.Paths
+    dataset: dict[str, Any]
+
+
+def _prepare_file(cfg: Config, writer: str, need_csv: bool, say: Callable[[str], None]) -> _File:
+    parquet = make_data.ensure_parquet(cfg.workdir, cfg.rows, cfg.cols, cfg.seed, writer)
+    csv = make_data.ensure_csv(cfg.workdir, cfg.rows, cfg.cols, cfg.seed) if need_csv else None
+    outdir = cfg.workdir / "out" if len(cfg.writers) == 1 else cfg.workdir / "out" / writer
+    paths = wl.Paths(parquet=parquet, csv=csv, outdir=outdir)
+    paths.outdir.mkdir(parents=True, exist_ok=True)
+    desc = make_data.describe(parquet)
+    say(f"file {writer}: {parquet.name}: {make_data.describe_line(desc)}")
+    dataset = {
+        "writer": writer,
+        "writer_settings": make_data.WRITERS[writer],
+        "parquet": str(parquet),
+        "parquet_bytes": parquet.stat().st_size,
+        "parquet_layout": desc,
+        "csv": str(csv) if csv else None,
+        "csv_bytes": csv.stat().st_size if csv else None,
+    }
+    return _File(writer, paths, dataset)
+
+
 def run_suite(cfg: Config, say: Callable[[str], None] = _say) -> dict[str, Any]:
-    """Generate (or reuse) the data, run the selected workloads, return the results."""
+    """Generate (or reuse) the data, run the selected workloads, return the results.
+
+    With several ``cfg.writers`` every workload runs on each writer's file, all
+    alternating (for each repeat: for each file: every workload); ``files`` holds
+    each file's results, and the top-level ``dataset``/``workloads`` are the first
+    file's (what a one-file run returns). CSV workloads run on the first file only.
+    """
     specs = wl.select(list(cfg.only), cfg.csv)
     env_before = environment()
     say(f"dataset: {cfg.rows:,} rows x {cfg.cols} float columns (cached in {cfg.workdir})")
-    parquet = make_data.ensure_parquet(cfg.workdir, cfg.rows, cfg.cols, cfg.seed)
     need_csv = any(s.fmt == "csv" for s in specs)
-    csv = make_data.ensure_csv(cfg.workdir, cfg.rows, cfg.cols, cfg.seed) if need_csv else None
-    paths = wl.Paths(parquet=parquet, csv=csv, outdir=cfg.workdir / "out")
-    paths.outdir.mkdir(parents=True, exist_ok=True)
+    files = [_prepare_file(cfg, w, need_csv and i == 0, say) for i, w in enumerate(cfg.writers)]
     logdir = cfg.workdir / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     env = wl.child_env()
 
     reasons = {m: wl.unavailable(m) for m in {s.module for s in specs}}
     runnable = [s for s in specs if reasons[s.module] is None]
+    per_file = {
+        f.writer: [s for s in runnable if s.fmt == "parquet" or f is files[0]] for f in files
+    }
     os.sync()  # write back freshly generated data now, not while timing
-    for p in {paths.input(s) for s in runnable}:
-        _warm(p)
+    for f in files:
+        for p in {f.paths.input(s) for s in per_file[f.writer]}:
+            _warm(p)
+
+    def tag(f: _File, name: str) -> str:
+        return name if len(files) == 1 else f"{f.writer}/{name}"
 
     # A consumer whose producer is not selected gets the producer's artifact from one untimed run.
     names = {s.name for s in runnable}
-    for s in runnable:
-        if s.needs and s.needs not in names:
-            producer = wl.BY_NAME[s.needs]
-            say(f"setup: {producer.name} (untimed, for {s.name})")
-            log = logdir / f"{producer.name}-setup.log"
-            argv = wl.argv(producer, paths, cfg.batch_size)
-            if not measure.run_process(argv, cwd=wl.REPO_ROOT, env=env, log=log).ok:
-                say(f"setup: {producer.name} FAILED, see {log}")
+    for f in files:
+        for s in per_file[f.writer]:
+            if s.needs and s.needs not in names:
+                producer = wl.BY_NAME[s.needs]
+                say(f"setup: {tag(f, producer.name)} (untimed, for {s.name})")
+                log = logdir / f"{tag(f, producer.name).replace('/', '-')}-setup.log"
+                argv = wl.argv(producer, f.paths, cfg.batch_size, cfg.anchor_compression)
+                if not measure.run_process(argv, cwd=wl.REPO_ROOT, env=env, log=log).ok:
+                    say(f"setup: {producer.name} FAILED, see {log}")
 
-    samples: dict[str, list[measure.Sample]] = {s.name: [] for s in runnable}
-    for r in range(cfg.repeat):
-        for s in runnable:
-            log = logdir / f"{s.name}-{r + 1}.log"
-            sample = _run_once(s, paths, cfg, env, log)
-            for _ in range(cfg.retry_noisy):
-                if not _noisy(sample):
-                    break
-                say(
-                    f"[{r + 1}/{cfg.repeat}] {s.name:<22} other processes took "
-                    f"{sample.other_cpu_s:.1f} CPU-s in the quietest run so far; re-running"
-                )
-                sample = min(sample, _run_once(s, paths, cfg, env, log), key=_noise)
-            samples[s.name].append(sample)
-            status = "" if sample.ok else f"  FAILED rc={sample.returncode}, see {log}"
-            say(
-                f"[{r + 1}/{cfg.repeat}] {s.name:<22} {sample.wall_s:7.2f} s "
-                f"{sample.maxrss_mib:7.0f} MiB{status}"
-            )
-
-    results: dict[str, dict[str, Any]] = {}
-    for s in specs:
-        entry: dict[str, Any] = {
-            "kind": s.kind,
-            "fmt": s.fmt,
-            "input_bytes": paths.input(s).stat().st_size,
-        }
-        reason = reasons[s.module]
-        if reason is not None:
-            entry |= {"status": "n/a", "reason": reason}
-        else:
-            failed = [x for x in samples[s.name] if not x.ok]
-            entry |= _summarize(samples[s.name])
-            entry |= (
-                {"status": "failed", "reason": f"{len(failed)} run(s) failed, see {logdir}"}
-                if failed
-                else {"status": "ok", "reason": ""}
-            )
-        results[s.name] = entry
-    return {
-        "params": {**asdict(cfg), "workdir": str(cfg.workdir), "only": list(cfg.only)},
-        "env": env_before,
-        "dataset": {
-            "parquet": str(parquet),
-            "parquet_bytes": parquet.stat().st_size,
-            "csv": str(csv) if csv else None,
-            "csv_bytes": csv.stat().st_size if csv else None,
-        },
-        "workloads": results,
+    samples: dict[tuple[str, str], list[measure.Sample]] = {
+        (f.writer, s.name): [] for f in files for s in per_file[f.writer]
     }
+    for r in range(cfg.repeat):
+        for f in files:
+            for s in per_file[f.writer]:
+                name = tag(f, s.name)
+                log = logdir / f"{name.replace('/', '-')}-{r + 1}.log"
+                sample = _run_once(s, f.paths, cfg, env, log)
+                for _ in range(cfg.retry_noisy):
+                    if not _noisy(sample):
+                        break
+                    say(
+                        f"[{r + 1}/{cfg.repeat}] {name:<22} other processes took "
+                        f"{sample.other_cpu_s:.1f} CPU-s in the quietest run so far; re-running"
+                    )
+                    sample = min(sample, _run_once(s, f.paths, cfg, env, log), key=_noise)
+                samples[(f.writer, s.name)].append(sample)
+                status = "" if sample.ok else f"  FAILED rc={sample.returncode}, see {log}"
+                say(
+                    f"[{r + 1}/{cfg.repeat}] {name:<22} {sample.wall_s:7.2f} s "
+                    f"{sample.maxrss_mib:7.0f} MiB{status}"
+                )
+
+    out_files: dict[str, dict[str, Any]] = {}
+    for f in files:
+        results: dict[str, dict[str, Any]] = {}
+        for s in specs:
+            if s.fmt == "csv" and f is not files[0]:
+                continue
+            entry: dict[str, Any] = {
+                "kind": s.kind,
+                "fmt": s.fmt,
+                "input_bytes": f.paths.input(s).stat().st_size,
+            }
+            reason = reasons[s.module]
+            if reason is not None:
+                entry |= {"status": "n/a", "reason": reason}
+            else:
+                got = samples[(f.writer, s.name)]
+                failed = [x for x in got if not x.ok]
+                entry |= _summarize(got)
+                entry |= (
+                    {"status": "failed", "reason": f"{len(failed)} run(s) failed, see {logdir}"}
+                    if failed
+                    else {"status": "ok", "reason": ""}
+                )
+            results[s.name] = entry
+        out_files[f.writer] = {"dataset": f.dataset, "workloads": results}
+    first = out_files[files[0].writer]
+    run: dict[str, Any] = {
+        "params": {
+            **asdict(cfg),
+            "workdir": str(cfg.workdir),
+            "only": list(cfg.only),
+            "writers": list(cfg.writers),
+        },
+        "env": env_before,
+        "dataset": first["dataset"],
+        "workloads": first["workloads"],
+    }
+    if len(files) > 1:
+        run["files"] = out_files
+    return run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -210,6 +268,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="data cache, outputs and logs (default benchmarks/.work)",
     )
     p.add_argument("--seed", type=int, default=make_data.DEFAULT_SEED)
+    p.add_argument(
+        "--writers",
+        default="bench",
+        help="comma list: run the Parquet workloads on the same data as written by each of "
+        f"these ({', '.join(make_data.WRITERS)}; default bench, the generator's own file), "
+        "alternating across files",
+    )
+    p.add_argument(
+        "--anchor-compression",
+        default=wl.ANCHOR_COMPRESSION,
+        help="codec of the anchors' Parquet outputs (default snappy, the codec bnorm writes)",
+    )
     p.add_argument(
         "--retry-noisy",
         type=int,
@@ -242,7 +312,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         wl.select(list(a.only), a.csv)
     except ValueError as e:
         p.error(str(e))
+    a.writers = tuple(dict.fromkeys(x for x in a.writers.replace(" ", "").split(",") if x))
+    if unknown := [w for w in a.writers if w not in make_data.WRITERS]:
+        choices = ", ".join(make_data.WRITERS)
+        p.error(f"unknown writer(s) {', '.join(unknown)}; choose from {choices}")
+    if not a.writers:
+        p.error("--writers needs at least one writer")
     return a
+
+
+def _baselines(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per writer, the workloads of a (saved or fresh) baseline run."""
+    if "files" in run:
+        return {w: f["workloads"] for w, f in run["files"].items()}
+    return {run.get("dataset", {}).get("writer", "bench"): run["workloads"]}
+
+
+def check(run: dict[str, Any], baselines: dict[str, dict[str, Any]] | None) -> None:
+    """Add ``checks`` to the run and to each of its files (RSS growth against the
+    same writer's baseline, else the baseline's first file)."""
+    fallback = next(iter(baselines.values())) if baselines else None
+    for writer, f in run.get("files", {}).items():
+        base = (baselines or {}).get(writer, fallback)
+        f["checks"] = report.evaluate(f["workloads"], base)
+    writer = run["dataset"].get("writer", "bench")
+    run["checks"] = report.evaluate(run["workloads"], (baselines or {}).get(writer, fallback))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,16 +351,18 @@ def main(argv: list[str] | None = None) -> int:
         workdir=a.workdir,
         seed=a.seed,
         retry_noisy=a.retry_noisy,
+        writers=a.writers,
+        anchor_compression=a.anchor_compression,
     )
-    baseline = json.loads(a.rss_baseline.read_text())["workloads"] if a.rss_baseline else None
+    baselines = _baselines(json.loads(a.rss_baseline.read_text())) if a.rss_baseline else None
     small = None
     if a.rss_baseline_rows:
         bnorm = tuple(s.name for s in wl.select(list(cfg.only), cfg.csv) if s.kind == "bnorm")
         _say(f"RSS baseline: the bnorm commands on {a.rss_baseline_rows:,} rows")
         small = run_suite(replace(cfg, rows=a.rss_baseline_rows, only=bnorm))
-        baseline = small["workloads"]
+        baselines = _baselines(small)
     run = run_suite(cfg)
-    run["checks"] = report.evaluate(run["workloads"], baseline)
+    check(run, baselines)
     if small is not None:
         run["rss_baseline_run"] = small
     print(report.render(run))

@@ -18,6 +18,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 ANCHORS_PY = BENCH_DIR / "anchors.py"
 DEFAULT_BATCH_SIZE = 65536
+#: Codec of the anchors' Parquet outputs: bnorm writes snappy, so the copy anchors do too.
+ANCHOR_COMPRESSION = "snappy"
 
 
 @dataclass(frozen=True)
@@ -131,13 +133,16 @@ class Paths:
         return None
 
 
-def argv(spec: Spec, paths: Paths, batch_size: int) -> list[str]:
-    """The command line of one run of ``spec``."""
+def argv(
+    spec: Spec, paths: Paths, batch_size: int, compression: str = ANCHOR_COMPRESSION
+) -> list[str]:
+    """The command line of one run of ``spec`` (``compression``: the anchors' output codec)."""
     src = str(paths.input(spec))
     out = paths.output(spec)
     art = paths.artifact(spec)
     if spec.kind == "anchor":
         cmd = [sys.executable, str(ANCHORS_PY), spec.name, src, "--batch-size", str(batch_size)]
+        cmd += ["--compression", compression]
         cmd += ["--out", str(out)] if out else []
         cmd += ["--state", str(art)] if art else []
         return cmd
@@ -146,6 +151,7 @@ def argv(spec: Spec, paths: Paths, batch_size: int) -> list[str]:
     if spec.name in {"fit", "csv-fit"}:
         return [*bnorm, "fit", src, "-s", str(art), *batch, "--quiet"]
     if spec.name in {"transform", "csv-transform"}:
-        return [*bnorm, "transform", src, "-s", str(art), "-o", str(out), "--quiet"]
+        # -b is transform's chunk size (it applies one saved map per column)
+        return [*bnorm, "transform", src, "-s", str(art), "-o", str(out), *batch, "--quiet"]
     mode = spec.name.removeprefix("normalize-")
     return [*bnorm, "normalize", src, "-o", str(out), "--mode", mode, *batch, "--quiet"]
