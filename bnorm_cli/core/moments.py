@@ -30,6 +30,7 @@ in other processes).
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -258,7 +259,9 @@ def table_moments(
     fields: dict[str, np.ndarray] = {f: np.empty((k, len(columns)), _dtype(f)) for f in FIELDS}
     #: integer columns: whether each batch is strictly increasing (a row id?)
     fields["increasing"] = np.zeros((k, len(columns)), bool)
-    for j, name in enumerate(columns):
+
+    def column(j: int) -> None:
+        name = columns[j]
         series = frame.get_column(name)
         values = _float_values(series)
         if series.dtype.is_integer() and not series.null_count() and k:
@@ -271,6 +274,15 @@ def table_moments(
             out = _block_moments(block, name, first_row + at * batch_size, batch_size, inf)
             for f in FIELDS:
                 fields[f][at : at + block.shape[0], j] = out[f]
+
+    # columns are independent (each writes its own column of the fields), so they
+    # run on a few threads: numpy releases the GIL inside its loops
+    if THREADS > 1 and len(columns) > 1 and rows * len(columns) >= _PARALLEL_VALUES:
+        for _ in _pool().map(column, range(len(columns))):
+            pass
+    else:
+        for j in range(len(columns)):
+            column(j)
     return MomentsTable(
         list(columns),
         np.arange(first_batch, first_batch + k, dtype=np.int64),
@@ -278,6 +290,23 @@ def table_moments(
         counts.astype(np.int64),
         fields,
     )
+
+
+#: Values in a chunk above which its columns are computed on several threads.
+_PARALLEL_VALUES = 1 << 18
+#: Threads for a chunk's columns (an engine sets it from the CPUs it may use).
+THREADS = 2
+_POOL: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(
+            concurrent.futures.ThreadPoolExecutor(
+                max(1, THREADS), thread_name_prefix="bnorm-moments"
+            )
+        )
+    return _POOL[0]
 
 
 def _increasing(values: np.ndarray, batch_size: int, k: int) -> np.ndarray:

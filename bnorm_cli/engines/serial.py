@@ -11,6 +11,7 @@ the file.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
@@ -18,6 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from ..core import moments as moments_module
 from ..core.batching import exact_batches, polars_schema, prefetch, prefetch_depth
 from ..core.diagnostics import Trend
 from ..core.errors import DataError
@@ -35,6 +37,17 @@ from ..core.moments import Moments, MomentsTable, table_moments
 from ..io.readers import Source
 
 Progress = Callable[[int], None]
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (a container may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+moments_module.THREADS = min(4, _cpus())
 Observed = dict[str, Moments]
 
 
