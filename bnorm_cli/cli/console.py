@@ -33,15 +33,28 @@ class Advance(Protocol):
     def __call__(self, rows: int) -> None: ...
 
 
+def one_line(message: str) -> str:
+    """``message`` with control characters escaped (``\\n``, ``\\x1b``): an error or a
+    warning is one line even when it quotes a column name or a value that holds a
+    newline, and a name cannot send terminal escape sequences."""
+    return message.translate(_CONTROL)
+
+
+_CONTROL = {c: repr(chr(c))[1:-1] for c in (*range(32), *range(127, 160)) if c != 0x20}
+
+
 def error(message: str) -> None:
     # escape: a message quotes file names and cell values, which may look like markup ("[/x]")
     stderr.print(
-        f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True, highlight=False
+        f"[bold red]error:[/] {escape(one_line(message))}",
+        soft_wrap=True,
+        markup=True,
+        highlight=False,
     )
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+    stderr.print(f"[yellow]warning:[/] {escape(one_line(message))}", soft_wrap=True)
 
 
 def show_report(report: Report) -> None:

@@ -143,9 +143,56 @@ Inf = Annotated[
 
 
 def names(values: list[str] | None) -> list[str] | None:
+    """``-c a,b -c c`` -> [a, b, c]: comma lists, read as a CSV line.
+
+    A name is stripped of surrounding spaces unless quoted: ``-c '"a,b", " c "'``
+    names the columns ``a,b`` and `` c ``, ``-c '""'`` the column named ``""``
+    (``""`` inside quotes is one ``"``).
+    """
     if values is None:
         return None
-    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return [n for v in values for n, quoted in _csv_fields(v) if n or quoted]
+
+
+def _csv_fields(text: str) -> list[tuple[str, bool]]:
+    """The fields of one comma list, each with whether it was quoted."""
+    fields: list[tuple[str, bool]] = []
+    i, n = 0, len(text)
+    while i <= n:
+        while i < n and text[i] == " ":
+            i += 1
+        if i < n and text[i] == '"':
+            value, i = _quoted(text, i + 1)
+            quoted = True
+            while i < n and text[i] == " ":
+                i += 1
+            if i < n and text[i] != ",":
+                raise UsageError(
+                    f"-c/-x {text!r}: text after a closing quote; quote a whole name,"
+                    " e.g. -c '\"a,b\",c'"
+                )
+        else:
+            end = text.find(",", i)
+            end = n if end < 0 else end
+            value, i, quoted = text[i:end].strip(), end, False
+        fields.append((value, quoted))
+        i += 1  # past the comma
+    return fields
+
+
+def _quoted(text: str, i: int) -> tuple[str, int]:
+    """The quoted name that starts at ``text[i]`` and the index past its closing quote."""
+    out: list[str] = []
+    while True:
+        end = text.find('"', i)
+        if end < 0:
+            raise UsageError(f'-c/-x {text!r}: a quote is not closed; end the name with "')
+        out.append(text[i:end])
+        if text.startswith('""', end):
+            out.append('"')
+            i = end + 2
+            continue
+        return "".join(out), end + 1
 
 
 def per_column(values: list[str] | None, option: str) -> float | dict[str, float] | None:

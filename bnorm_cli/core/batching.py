@@ -15,6 +15,8 @@ from typing import TypeVar
 import polars as pl
 import pyarrow as pa
 
+from .frames import to_polars
+
 T = TypeVar("T")
 
 
@@ -117,6 +119,4 @@ class _Raised:
 
 def polars_schema(schema: pa.Schema) -> pl.Schema:
     """The polars schema of data with this Arrow schema."""
-    frame = pl.from_arrow(schema.empty_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame.schema
+    return to_polars(schema.empty_table()).schema

@@ -30,6 +30,7 @@ from . import maps as mp
 from .diagnostics import Trend
 from .errors import DataError, UsageError, did_you_mean
 from .fold import Fold, Momentum, Population, Running, RunningState
+from .frames import to_polars
 from .moments import Moments, MomentsTable, table_moments
 
 #: Data the API accepts: polars frames or pyarrow tables / record batches.
@@ -305,9 +306,7 @@ class BatchNorm:
         frames = [data] if isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch) else data
         pieces = (b for f in frames for b in _arrow(f).to_batches())
         for batch in exact_batches(pieces, rows or self.batch_size):
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            yield frame
+            yield to_polars(batch)
 
     def note_ranges(self, frame: pl.DataFrame, table: MomentsTable) -> None:
         """Integers beyond 2^53 are rounded to float64 (the policy); say so once."""
@@ -534,9 +533,7 @@ def _arrow(data: Data) -> pa.Table:
 def _polars(data: Data) -> pl.DataFrame:
     if isinstance(data, pl.DataFrame):
         return data
-    frame = pl.from_arrow(data)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return to_polars(data)
 
 
 def _like(data: Data, out: pl.DataFrame) -> pl.DataFrame | pa.Table:

@@ -31,6 +31,7 @@ from ..core.fold import (
     group_population,
     merge_population,
 )
+from ..core.frames import to_polars
 from ..core.maps import apply_maps
 from ..core.model import BatchNorm, Mode, Use, chunk_rows
 from ..core.moments import Moments, MomentsTable, table_moments
@@ -80,9 +81,7 @@ def _chunks(source: Source, rows: int, progress: Progress) -> Iterator[pa.Record
 
 
 def _numeric(batch: pa.RecordBatch, columns: list[str]) -> pl.DataFrame:
-    frame = pl.from_arrow(batch.select(columns))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return to_polars(batch.select(columns))
 
 
 def _replace(batch: pa.RecordBatch, out: pl.DataFrame, schema: pa.Schema) -> pa.RecordBatch:

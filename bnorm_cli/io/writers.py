@@ -6,12 +6,12 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, cast
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.batching import prefetch, prefetch_depth
 from ..core.errors import OutputError
+from ..core.frames import to_polars
 from .atomic import atomic_path, open_mode, writes_through
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
@@ -162,14 +162,12 @@ def _write_csv(
     rows = 0
     first = True
     for batch in batches:
-        frame = pl.from_arrow(batch)
-        assert isinstance(frame, pl.DataFrame)
+        frame = to_polars(batch)
         frame.write_csv(f, include_header=first, separator=separator)
         first = False
         rows += batch.num_rows
     if first:  # no rows: still write the header
-        empty = pl.from_arrow(schema.empty_table())
-        assert isinstance(empty, pl.DataFrame)
+        empty = to_polars(schema.empty_table())
         empty.write_csv(f, separator=separator)
     return rows
 
@@ -207,8 +205,7 @@ def _write_ndjson(f: BinaryIO, schema: pa.Schema, batches: Iterable[pa.RecordBat
     """One JSON object per row; JSON has no NaN or infinity, so they are written as null."""
     rows = 0
     for batch in batches:
-        frame = pl.from_arrow(batch)
-        assert isinstance(frame, pl.DataFrame)
+        frame = to_polars(batch)
         frame.write_ndjson(f)
         rows += batch.num_rows
     return rows
