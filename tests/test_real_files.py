@@ -8,6 +8,7 @@ several files whose schemas differ only in encoding, odd column names.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,3 +107,180 @@ def test_a_newline_in_a_column_name_stays_on_the_error_line(tmp_path: Path) -> N
     code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "-c", '"x\ny"'])
     assert code == 2
     assert "x\\ny" in one_error(err)
+
+
+# -- item 6: missing-value tokens, delimiters, decimal commas --------------------------------
+R_CSV = (  # R's write.csv: NA unquoted, text quoted, row names under ""
+    '"","species","bill_length_mm","body_mass_g","sex","year"\n'
+    '"1","Adelie",39.1,3750,"male",2007\n'
+    '"2","Adelie",NA,NA,NA,2007\n'
+    '"3","Gentoo",40.3,3250,"female",2008\n'
+)
+
+
+def test_r_na_is_missing_in_numbers_and_kept_in_text(tmp_path: Path) -> None:
+    src = tmp_path / "penguins.csv"
+    src.write_text(R_CSV)
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "-q"])
+    assert code == 0, err
+    stats = stats_of(tmp_path / "s.json")
+    assert {"bill_length_mm", "body_mass_g", "year"} <= set(stats)
+    assert stats["bill_length_mm"]["count"] == 2
+    assert stats["bill_length_mm"]["null_count"] == 1
+    assert stats["bill_length_mm"]["mean"] == pytest.approx(39.7)
+    for command in (
+        ["transform", src, "-s", tmp_path / "s.json"],
+        ["normalize", src],
+    ):
+        code, out, err = invoke([*command, "-o", "-", "-q"])
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[2].split(",")[2:5] == ["", "", "NA"]  # numbers null, the text "NA" kept
+        assert lines[1].split(",")[1] == "Adelie"
+
+
+@pytest.mark.parametrize("token", ["NA", "N/A", "NULL", "null", "None", "#N/A", "-", "<NA>"])
+def test_default_tokens_are_missing(tmp_path: Path, token: str) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(f"a,t\n1,x\n{token},{token}\n3,z\n")
+    code, out, err = invoke(["normalize", src, "-o", "-", "-q"])
+    assert code == 0, err
+    assert out.splitlines()[2] == f",{token}"
+
+
+def test_nan_text_stays_the_float_nan(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,t\n1,x\nNaN,y\n3,z\n")
+    code, _, err = invoke(["normalize", src, "-o", tmp_path / "o.parquet", "-q"])
+    assert code == 0, err
+    a = pq.read_table(tmp_path / "o.parquet").column("a")
+    assert a.null_count == 0
+    assert math.isnan(a[1].as_py())
+
+
+def test_null_values_add_tokens_and_the_defaults_can_be_dropped(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,b\n1,1\nNA,?\n3,3\n")
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "-q", "--null-values", "?"])
+    assert code == 0, err
+    assert set(stats_of(tmp_path / "s.json")) == {"a", "b"}
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "-q", "--no-default-null-values"])
+    assert code == 1
+    assert "no numeric column" in one_error(err)
+
+
+def test_pandas_empty_fields_and_semicolon_decimal_comma(tmp_path: Path) -> None:
+    src = tmp_path / "de.csv"  # Excel / R's write.csv2
+    src.write_text('"x";"y";"name"\n1,5;2,25;Zoë\n3,5;;NA\n4;5;\n')
+    args = ["--delimiter", ";", "--decimal-comma", "-q"]
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", *args])
+    assert code == 0, err
+    stats = stats_of(tmp_path / "s.json")
+    assert stats["x"]["mean"] == pytest.approx(3.0)
+    assert stats["y"]["count"] == 2
+    # transform reads the file as fit did, from the statistics file
+    code, out, err = invoke(["transform", src, "-s", tmp_path / "s.json", "-o", "-", "-q"])
+    assert code == 0, err
+    assert [line.split(",")[2] for line in out.splitlines()] == ["name", "Zoë", "NA", ""]
+
+
+def test_a_semicolon_file_read_with_commas_says_which_delimiter(tmp_path: Path) -> None:
+    src = tmp_path / "semi.csv"
+    src.write_text("a;b\n1;2\n3;4\n")
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json"])
+    assert code == 1
+    assert "--delimiter ';'" in one_error(err)
+    assert not (tmp_path / "s.json").exists()
+    src.write_text("a;b\n1,5;2\n")
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json"])
+    assert code == 1
+    assert "--delimiter ';'" in one_error(err)
+
+
+def test_a_bad_delimiter_is_a_usage_error(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a\n1\n")
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "--delimiter", ";;"])
+    assert code == 2
+    assert "--delimiter" in one_error(err)
+
+
+def test_tab_delimiter_by_name(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("a\tb\n1\tx\n2\ty\n")
+    code, _, err = invoke(
+        ["fit", src, "-s", tmp_path / "s.json", "-q", "--input-format", "csv", "--delimiter", "tab"]
+    )
+    assert code == 0, err
+    assert list(stats_of(tmp_path / "s.json")) == ["a"]
+
+
+# -- item 7: a stray word among numbers; nothing to normalize --------------------------------
+def stray(tmp_path: Path) -> Path:
+    src = tmp_path / "stray.csv"
+    rows = ["a,t", *(f"{i * 0.5},{i}" for i in range(5000))]
+    rows[2500] = "hello,7"
+    src.write_text("\n".join(rows) + "\n")
+    return src
+
+
+def test_a_stray_word_among_numbers_is_one_warning(tmp_path: Path) -> None:
+    src = stray(tmp_path)
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json"])
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    for part in ('"a"', "line 2501", "'hello'", "-c a", "--null-values hello"):
+        assert part in warnings[0]
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "-q"])
+    assert err == ""
+
+
+def test_the_fixes_the_warning_names_work(tmp_path: Path) -> None:
+    src = stray(tmp_path)
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "-c", "a"])
+    assert code == 1
+    assert "line 2501" in one_error(err) and "--null-values hello" in err
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "--null-values", "hello", "-q"])
+    assert code == 0, err
+    assert stats_of(tmp_path / "s.json")["a"]["null_count"] == 1
+
+
+def test_a_stray_word_after_the_first_block_names_the_line(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,t\n1,x\n2,y\n" + "3,z\n" * 10 + "hello,w\n")
+    code, _, err = invoke(["normalize", src, "-o", "-", "-c", "a"])  # read as text, converted
+    assert code == 1
+    assert 'in.csv: column "a", line 14' in one_error(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "says"),
+    [
+        ("a,b\nx,y\n", [], "no numeric column"),
+        ("a,b\n,\n,\n", [], '"a" (empty)'),
+        ("a,t\n1,x\n", ["-c", "t", "-x", "t"], "also excluded"),
+        ("a,t\n1,x\n", ["-x", "a"], "excluded with -x"),
+    ],
+)
+def test_nothing_to_normalize_is_an_error(
+    tmp_path: Path, text: str, args: list[str], says: str
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(text)
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", *args])
+    assert code == 1
+    assert says in one_error(err)
+    assert not (tmp_path / "s.json").exists()
+    code, _, err = invoke(["normalize", src, "-o", tmp_path / "o.csv", *args])
+    assert code == 1
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_transform_with_no_fitted_column_left_is_an_error(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,b\n1,2\n3,4\n")
+    assert invoke(["fit", src, "-s", tmp_path / "s.json", "-q"])[0] == 0
+    code, _, err = invoke(["transform", src, "-s", tmp_path / "s.json", "-o", "-", "-x", "a,b"])
+    assert code == 1
+    assert "none of the fitted columns" in one_error(err)

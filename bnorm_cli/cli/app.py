@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -31,6 +31,8 @@ from .options import (
     Beta,
     Columns,
     Debug,
+    DecimalComma,
+    Delimiter,
     DType,
     DTypeOpt,
     Encoding,
@@ -43,6 +45,8 @@ from .options import (
     Inputs,
     ModeOpt,
     MomentumOpt,
+    NoDefaultNulls,
+    NullValues,
     Output,
     OutputFormat,
     Quiet,
@@ -53,6 +57,8 @@ from .options import (
     UseStats,
     names,
     per_column,
+    reading_record,
+    text_options,
 )
 
 app = typer.Typer(
@@ -167,6 +173,10 @@ def fit(
     beta: Beta = None,
     input_format: InputFormat = None,
     encoding: Encoding = "utf-8",
+    delimiter: Delimiter = None,
+    null_values: NullValues = None,
+    no_default_nulls: NoDefaultNulls = False,
+    decimal_comma: DecimalComma = False,
     inf: Inf = InfOpt.error,
     report_path: ReportPath = None,
     as_json: Annotated[
@@ -187,10 +197,13 @@ def fit(
             report.check_report_path(report_path)
         profile = _profile(report_path)
         _check_paths(inputs, s=stats, report=report_path)
-        source = open_inputs(inputs, input_format, model, encoding=encoding, project=True)
+        text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
+        source = open_inputs(inputs, input_format, model, False, encoding, True, text=text)
 
         def reopen(columns: list[str]) -> Source:
-            return open_inputs(inputs, input_format, model, project=True, only=columns)
+            return open_inputs(
+                inputs, input_format, model, False, encoding, True, only=columns, text=text
+            )
 
         # columnar regular files (not stdin, not a FIFO) can be read again, column by column
         columnar = all(
@@ -199,7 +212,8 @@ def fit(
         )
         with _progress("fit", source.total_rows, quiet) as advance:
             serial.fit(model, source, advance, profile, reopen if columnar else None)
-        warnings = _warnings(model, strict, fitting=True)
+        warnings = _warnings(model, strict, source.warnings, fitting=True)
+        model.reading_ = reading_record(text, encoding)
         stats_file.save(model, stats)
         rep = report.build("fit", source.name, model, model.rows_, warnings=warnings)
         _finish(rep, report_path, quiet, model, profile)
@@ -228,7 +242,19 @@ def transform(
     gamma: Gamma = None,
     beta: Beta = None,
     input_format: InputFormat = None,
-    encoding: Encoding = "utf-8",
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            help=r"Text encoding of CSV input \[default: as fitted]",
+            metavar="ENCODING",
+            show_default=False,
+        ),
+    ] = None,
+    delimiter: Delimiter = None,
+    null_values: NullValues = None,
+    no_default_nulls: NoDefaultNulls = False,
+    decimal_comma: DecimalComma = False,
     output_format: OutputFormat = None,
     dtype: DTypeOpt = DType.float64,
     inf: Annotated[
@@ -248,7 +274,8 @@ def transform(
     from ..io.writers import write_batches
 
     with handled(debug):
-        model = stats_file.load(stats).adjusted(
+        loaded = stats_file.load(stats)
+        model = loaded.adjusted(
             columns=names(columns),
             exclude=names(exclude),
             gamma=per_column(gamma, "--gamma"),
@@ -257,15 +284,26 @@ def transform(
             inf=None if inf is None else inf.value,  # type: ignore[arg-type]
             batch_size=batch_size,
         )
+        if not model.columns_:
+            raise DataError(
+                "-c/-x leave none of the fitted columns to normalize; name at least one with -c"
+            )
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
         out_fmt = _output_format(output, output_format)
         _check_paths([*inputs, stats], o=output, report=report_path)
-        source = open_inputs(inputs, input_format, model, fitted=True, encoding=encoding)
+        # CSV is read as fit read it, unless told otherwise
+        recorded = loaded.reading_
+        saved = recorded.get("encoding")
+        encoding = encoding or (saved if isinstance(saved, str) else "utf-8")
+        text = text_options(delimiter, null_values, no_default_nulls, decimal_comma, recorded)
+        source = open_inputs(inputs, input_format, model, True, encoding, False, text=text)
         if inverse:
             model.check_invertible(model.maps(use.value))
-        warnings = _warnings(model, strict, uses_running=use.value == "running", fitting=False)
+        warnings = _warnings(
+            model, strict, source.warnings, uses_running=use.value == "running", fitting=False
+        )
         wanted = report_path is not None or not quiet
         observed: dict[str, Any] | None = {} if wanted else None
         with _progress("transform", source.total_rows, quiet) as advance:
@@ -305,6 +343,10 @@ def normalize(
     beta: Beta = None,
     input_format: InputFormat = None,
     encoding: Encoding = "utf-8",
+    delimiter: Delimiter = None,
+    null_values: NullValues = None,
+    no_default_nulls: NoDefaultNulls = False,
+    decimal_comma: DecimalComma = False,
     output_format: OutputFormat = None,
     dtype: DTypeOpt = DType.float64,
     inf: Inf = InfOpt.error,
@@ -323,7 +365,8 @@ def normalize(
         profile = _profile(report_path)
         out_fmt = _output_format(output, output_format)
         _check_paths(inputs, o=output, s=stats, report=report_path)
-        source = open_inputs(inputs, input_format, model, encoding=encoding)
+        text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
+        source = open_inputs(inputs, input_format, model, False, encoding, False, text=text)
         with _progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
             schema, batches = serial.normalize(
                 model, source, mode.value, _dtype(dtype), advance, profile
@@ -333,11 +376,17 @@ def normalize(
             def check() -> None:
                 running = mode.value == "running"
                 warnings[:] = _warnings(
-                    model, strict, fitting=True, uses_running=running, batch_mode=not running
+                    model,
+                    strict,
+                    source.warnings,
+                    fitting=True,
+                    uses_running=running,
+                    batch_mode=not running,
                 )
 
             write_batches(output, out_fmt, schema, _checked(batches, check))
         if stats:
+            model.reading_ = reading_record(text, encoding)
             stats_file.save(model, stats)
         rep = report.build(
             f"normalize --mode {mode.value}", source.name, model, model.rows_, warnings=warnings
@@ -424,9 +473,10 @@ def export(
 
 
 # -- helpers -------------------------------------------------------------------
-def _warnings(model: BatchNorm, strict: bool, **kinds: bool) -> list[str]:
-    """The run's warnings (`BatchNorm.diagnose`); with --strict the first is an error."""
-    found = [*model.warnings_, *model.diagnose(**kinds)]
+def _warnings(model: BatchNorm, strict: bool, read: Sequence[str] = (), **kinds: bool) -> list[str]:
+    """The run's warnings (how the input was read, ``model.warnings_``,
+    `BatchNorm.diagnose`); with --strict the first is an error."""
+    found = [*read, *model.warnings_, *model.diagnose(**kinds)]
     if strict and found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise DataError(f"--strict: {found[0]}{more}")

@@ -5,12 +5,14 @@ One definition per option, so every command spells and explains it the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from ..core.errors import UsageError
+from ..io.readers import DEFAULT_NULL_VALUES, TextOptions
 
 
 class UseStats(StrEnum):
@@ -126,6 +128,39 @@ Quiet = Annotated[
     typer.Option("-q", "--quiet", help="No progress bar and no report on stderr; errors only."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+Delimiter = Annotated[
+    str | None,
+    typer.Option(
+        "--delimiter",
+        help=r"Field separator of CSV/TSV input, e.g. ';', '|' or tab \[default: , for csv,"
+        " tab for tsv]",
+        metavar="CHAR",
+        show_default=False,
+    ),
+]
+NullValues = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--null-values",
+        help="A CSV/TSV field that means missing in a number column, besides the default"
+        " ones (NA, N/A, NULL, null, None, #N/A, -, ...); repeatable.",
+        metavar="TOKEN",
+    ),
+]
+NoDefaultNulls = Annotated[
+    bool,
+    typer.Option(
+        "--no-default-null-values",
+        help="Only empty fields and --null-values are missing, not NA, NULL, ...",
+    ),
+]
+DecimalComma = Annotated[
+    bool,
+    typer.Option(
+        "--decimal-comma",
+        help="Numbers in CSV/TSV input are written 1,5 (with --delimiter ';', say).",
+    ),
+]
 Strict = Annotated[
     bool,
     typer.Option(
@@ -140,6 +175,49 @@ Inf = Annotated[
         "--inf", help="+/-inf in a normalized column: stop with an error, or treat as missing."
     ),
 ]
+
+
+def text_options(
+    delimiter: str | None,
+    null_values: list[str] | None,
+    no_default_nulls: bool,
+    decimal_comma: bool,
+    recorded: Mapping[str, object] | None = None,
+) -> TextOptions:
+    """How to read CSV/TSV fields; ``recorded`` (transform: as fit read them) fills in
+    what the command line leaves unsaid."""
+    recorded = recorded or {}
+    if delimiter is None and isinstance(recorded.get("delimiter"), str):
+        delimiter = str(recorded["delimiter"])
+    elif delimiter is not None:
+        delimiter = _delimiter(delimiter)
+    saved = recorded.get("null_values")
+    if null_values is None and not no_default_nulls and isinstance(saved, list):
+        nulls = tuple(str(v) for v in saved)
+    else:
+        nulls = (*(() if no_default_nulls else DEFAULT_NULL_VALUES), *(null_values or ()))
+    comma = decimal_comma or recorded.get("decimal_comma") is True
+    return TextOptions(delimiter, tuple(dict.fromkeys(nulls)), comma)
+
+
+def reading_record(text: TextOptions, encoding: str) -> dict[str, object]:
+    """What the statistics file records of how the input was read (informational)."""
+    return {
+        "delimiter": text.delimiter,
+        "null_values": list(text.null_values),
+        "decimal_comma": text.decimal_comma,
+        "encoding": encoding,
+    }
+
+
+def _delimiter(value: str) -> str:
+    sep = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(value, value)
+    if len(sep) != 1 or sep in '"\r\n':
+        raise UsageError(
+            f"--delimiter {value!r}: expected one character other than a quote or a line end,"
+            " e.g. --delimiter ';' or --delimiter tab"
+        )
+    return sep
 
 
 def names(values: list[str] | None) -> list[str] | None:

@@ -108,6 +108,8 @@ class BatchNorm:
         self.inf: InfPolicy = check_inf(inf)
         self.state_: FitState | None = None
         self.last_moments_: dict[str, Moments] = {}
+        #: how the input's text was read (informational; set and used by the CLI)
+        self.reading_: dict[str, object] = {}
         self._views: dict[str, tuple[tuple[object, ...], dict]] = {}  # type: ignore[type-arg]
 
     # -- learned state, as views -------------------------------------------------

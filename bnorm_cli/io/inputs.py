@@ -34,7 +34,15 @@ from ..core.batching import polars_schema
 from ..core.errors import DataError, UsageError
 from ..core.model import BatchNorm, chunk_rows, is_numeric
 from .formats import infer_format, is_data_file
-from .readers import Selector, Source, count_rows, open_source
+from .readers import (
+    ENCODING_FIX,
+    Selector,
+    Source,
+    TextOptions,
+    count_rows,
+    open_source,
+    shell_word,
+)
 
 #: The folder name of a null partition value (Hive, Spark, pyarrow, polars).
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -175,10 +183,12 @@ def open_inputs(
     encoding: str = "utf-8",
     project: bool = False,
     only: Sequence[str] | None = None,
+    text: TextOptions | None = None,
 ) -> Source:
     """Open every input; CSV columns to normalize are read as float64, the rest as text.
 
     ``only``: read just these (numeric) columns, e.g. one column group of a wide fit.
+    Without ``fitted``, an input with no column to normalize is an error that says why.
     """
     import codecs
 
@@ -219,7 +229,7 @@ def open_inputs(
     )
 
     def open_file(f: InputFile, select: Selector) -> Source:
-        source = open_source(f.path, f.fmt, read_rows, select, encoding, project)
+        source = open_source(f.path, f.fmt, read_rows, select, encoding, project, text)
         return with_partitions(source, f.partitions)
 
     chosen: list[str] = []
@@ -229,6 +239,11 @@ def open_inputs(
         return chosen
 
     first = open_file(files[0], numeric_first)
+    if not fitted and not numeric(first.schema):
+        raise DataError(f"{first.name}: {_nothing_to_normalize(first, model)}")
+    first.warnings += [
+        _suspect(first.name, c, *s) for c, s in first.suspects.items() if c not in model.exclude
+    ]
     # Later files read as numbers the columns the first one does, even one that is
     # empty throughout a later CSV's first block (and fit reads just those).
 
@@ -237,6 +252,53 @@ def open_inputs(
 
     later = [functools.partial(open_file, f, like_first) for f in files[1:]]
     return _chain(first, later, _total_rows(first, files[1:]))
+
+
+def _nothing_to_normalize(source: Source, model: BatchNorm) -> str:
+    """Why no column of ``source`` is to be normalized, and what to do."""
+    if model.columns is not None:
+        model.select_columns(polars_schema(source.schema))  # an unknown name: did you mean
+        return "every column named with -c is also excluded with -x; nothing to normalize"
+    schema = polars_schema(source.inferred or source.schema)
+    for c in schema.names():
+        if schema[c] == pl.Binary:  # what a CSV reader makes of text that is not UTF-8
+            return f'column "{c}" holds text that is not UTF-8; {ENCODING_FIX}'
+
+    numbers = [c for c in schema.names() if is_numeric(schema[c])]
+    if numbers:
+        return (
+            f"every numeric column ({_quoted(numbers)}) is excluded with -x; nothing to normalize"
+        )
+    kinds = [f'"{c}" ({_kind(schema[c])})' for c in schema.names()[:4]]
+    more = f" and {schema.len() - 4} more" if schema.len() > 4 else ""
+    hint = ""
+    if schema.len() == 1:
+        for sep, shown in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+            if sep in schema.names()[0]:
+                hint = f"; its one column's name holds {shown}: pass --delimiter {shown}"
+                break
+    return (
+        f"no numeric column to normalize ({', '.join(kinds)}{more}){hint}; name the columns"
+        " to read as numbers with -c (a field that is not a number then stops the run at"
+        " its line), or say how the file is written (--delimiter, --null-values,"
+        " --decimal-comma)"
+    )
+
+
+def _kind(dtype: pl.DataType) -> str:
+    return "empty" if dtype == pl.Null else "text" if dtype == pl.String else str(dtype)
+
+
+def _suspect(name: str, column: str, line: int, value: str) -> str:
+    return (
+        f'{name}: column "{column}" is left as text because of {value!r} on line {line},'
+        f" among numbers; to normalize it, name it with -c {shell_word(column)} (the run then"
+        f" stops at that line), or pass --null-values {shell_word(value)} if it means missing"
+    )
+
+
+def _quoted(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
 
 
 def _total_rows(first: Source, later: Sequence[InputFile]) -> int | None:
@@ -271,4 +333,6 @@ def _chain(first: Source, later: Sequence[Callable[[], Source]], total: int | No
             yield from s.pieces
 
     name = f"{first.name} (+{len(later)} more)"
-    return Source(name, first.schema, total, pieces())
+    return Source(
+        name, first.schema, total, pieces(), first.inferred, first.suspects, first.warnings
+    )

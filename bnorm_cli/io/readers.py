@@ -12,20 +12,21 @@ them to N rows.
 from __future__ import annotations
 
 import codecs
-import functools
 import io
 import os
 import re
+import shlex
 import shutil
 import stat
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -43,6 +44,27 @@ PARQUET_BUFFER_SIZE = 1 << 20
 #: Given the schema a reader inferred, the columns to read as numbers (CSV).
 Selector = Callable[[pa.Schema], Collection[str]]
 
+#: Fields that mean "missing" in a CSV/TSV number column: pandas' default
+#: ``na_values`` without its NaN spellings (``NaN``, ``nan``, ``-nan``: read as the
+#: float NaN), plus ``-``. An empty field is always missing. Text columns keep them
+#: as text.
+DEFAULT_NULL_VALUES = (
+    "NA", "N/A", "n/a", "NULL", "null", "None", "#N/A", "#N/A N/A", "#NA", "<NA>",
+    "-1.#IND", "1.#IND", "-1.#QNAN", "1.#QNAN", "-",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """How CSV/TSV text is read: field separator, missing-value tokens, decimal mark.
+
+    ``delimiter`` None is the format's own (``,`` for CSV, a tab for TSV).
+    """
+
+    delimiter: str | None = None
+    null_values: tuple[str, ...] = DEFAULT_NULL_VALUES
+    decimal_comma: bool = False
+
 
 @dataclass
 class Source:
@@ -50,6 +72,9 @@ class Source:
 
     ``inferred`` is the schema before bnorm's own choices (CSV: the types pyarrow
     guessed, before normalized columns were read as float64 and others as text).
+    ``suspects``: text columns of the first block that hold numbers but for a few
+    fields, each with the line and value of its first non-number (CSV).
+    ``warnings``: what the user should hear about how the input was read.
     """
 
     name: str
@@ -57,6 +82,8 @@ class Source:
     total_rows: int | None
     pieces: Iterator[pa.RecordBatch]
     inferred: pa.Schema | None = None
+    suspects: dict[str, tuple[int, str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def open_source(
@@ -66,6 +93,7 @@ def open_source(
     numeric: Selector | None = None,
     encoding: str = "utf-8",
     project: bool = False,
+    text: TextOptions | None = None,
 ) -> Source:
     """Open ``path`` ("-" for stdin) in format ``fmt``.
 
@@ -74,10 +102,16 @@ def open_source(
     ``encoding`` is the text encoding of CSV input (Parquet text is always UTF-8).
     ``project``: the batches need hold only the ``numeric`` columns (fit), so a
     reader may skip decoding the others; ``Source.schema`` still lists them all.
+    ``text``: how CSV/TSV fields are read (other formats are typed already).
     """
     name = "<stdin>" if path == "-" else path
     if path != "-":
         _check_readable(path)
+    if fmt in ("csv", "tsv"):
+        text = text or TextOptions()
+        if text.delimiter is None:
+            text = replace(text, delimiter="\t" if fmt == "tsv" else ",")
+        return _open_csv(path, name, numeric, encoding, project, text)
     return _READERS[fmt](path, name, batch_size, numeric, encoding, project)
 
 
@@ -128,41 +162,54 @@ def _open_parquet(
 def _open_csv(
     path: str,
     name: str,
-    batch_size: int,
-    numeric: Selector | None = None,
-    encoding: str = "utf-8",
-    project: bool = False,
-    delimiter: str = ",",
+    numeric: Selector | None,
+    encoding: str,
+    project: bool,
+    text: TextOptions,
 ) -> Source:
     raw = _open_binary(path)
     # Decoded to UTF-8 before the recorder, which cuts blocks at UTF-8 newlines.
-    stream = Recorder(_to_utf8(raw, encoding), RowEnds(quotes=True, delimiter=delimiter))
+    sep = text.delimiter or ","
+    stream = Recorder(_to_utf8(raw, encoding), RowEnds(quotes=True, delimiter=sep))
     # Serial pyarrow reading (use_threads=False): errors then carry the row number,
     # and no reader thread is left reading from a stream closed after an error.
     read = pacsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False)
-    parse = pacsv.ParseOptions(newlines_in_values=True, delimiter=delimiter)
+    parse = pacsv.ParseOptions(newlines_in_values=True, delimiter=sep)
+    decimal = "," if text.decimal_comma else "."
+    nulls = ("", *text.null_values)
     inferred: pa.Schema | None = None
+    suspects: dict[str, tuple[int, str]] = {}
     try:
-        inferred = pacsv.open_csv(
-            stream, read_options=read, parse_options=parse, convert_options=_convert({})
-        ).schema
+        guess = pacsv.open_csv(
+            stream, read_options=read, parse_options=parse, convert_options=_numbers(nulls, decimal)
+        )
+        inferred = guess.schema
         _check_names(inferred, name)
         chosen = set(numeric(inferred) if numeric else _numeric_names(inferred))
-        types = {f.name: pa.float64() if f.name in chosen else pa.string() for f in inferred}
-        schema = pa.schema([pa.field(n, types[n]) for n in inferred.names])
+        suspects = _suspects(guess, chosen, decimal)
+        # Number columns are parsed by pyarrow with the null tokens when no text column
+        # is written out (fit; or all columns numbers); else pyarrow would turn an "NA"
+        # of a text column into a null too: they are then read as text, and
+        # `_to_numbers` makes them numbers (slower).
+        direct = project or not text.null_values or len(chosen) == len(inferred)
+        number = pa.float64() if direct else pa.string()
+        types = {f.name: number if f.name in chosen else pa.string() for f in inferred}
+        schema = pa.schema(
+            [pa.field(n, pa.float64() if n in chosen else pa.string()) for n in inferred.names]
+        )
         # Smaller blocks after the first: 2 MiB holds peak memory ~80 MiB lower than
         # 4 MiB on the 5M-row benchmark at the same speed (a row may be up to 2 MiB).
         block = min(CSV_BLOCK_SIZE, CSV_READ_BLOCK_SIZE)
         # no projection for CSV (``project`` is ignored): every field is still
         # tokenized, and converting the text columns checks they are valid UTF-8
-        convert = _convert(types)
+        convert = _numbers(nulls, decimal, types) if direct else _convert(types)
         if _regular_file(path) and b"\n" in stream.recorded:
             # A file is read again from the start, natively (no Python, nor GIL, per
             # block), and parsed on several cores. ("\r"-only line ends: below.)
             raw.close()
             raw = _open_binary(path, native=True)
-            text = _to_utf8(raw, encoding)
-            batches = parallel_csv(cast(Readable, text), inferred.names, parse, convert, block)
+            utf8 = _to_utf8(raw, encoding)
+            batches = parallel_csv(cast(Readable, utf8), inferred.names, parse, convert, block)
         else:  # a pipe: what was read is served again by the recorder, then the rest
             stream.rewind()
             reader = pacsv.open_csv(
@@ -172,16 +219,121 @@ def _open_csv(
                 convert_options=convert,
             )
             batches = iter(reader)
+        if not direct:
+            columns = [c for c in inferred.names if c in chosen]
+            batches = _to_numbers(batches, name, schema, columns, nulls, decimal)
     except (pa.ArrowException, OSError, UnicodeDecodeError, DataError) as e:
         if raw is not sys.stdin.buffer:
             raw.close()
         if isinstance(e, DataError):
             raise
-        raise DataError(f"{name}: {_explain(e, inferred or pa.schema([]))}") from None
+        hint = _delimiter_hint(stream.recorded, sep)
+        raise DataError(f"{name}: {_explain(e, inferred or pa.schema([]))}{hint}") from None
     pieces = _guard(batches, name, schema, raw)
     if raw is not sys.stdin.buffer:  # a source dropped unread (an error) still closes its file
         weakref.finalize(pieces, raw.close)
-    return Source(name, schema, None, pieces, inferred)
+    return Source(name, schema, None, pieces, inferred, suspects)
+
+
+def _numbers(
+    nulls: Sequence[str], decimal: str, types: dict[str, pa.DataType] | None = None
+) -> pacsv.ConvertOptions:
+    """Number columns parsed by pyarrow: ``nulls`` (quoted or not) are missing."""
+    return pacsv.ConvertOptions(
+        column_types=types or {},
+        null_values=list(nulls),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+        decimal_point=decimal,
+    )
+
+
+def _to_numbers(
+    batches: Iterator[pa.RecordBatch],
+    name: str,
+    schema: pa.Schema,
+    columns: list[str],
+    nulls: Sequence[str],
+    decimal: str,
+) -> Iterator[pa.RecordBatch]:
+    """Number columns read as text made float64, as `_numbers` has pyarrow do it."""
+    missing = pa.array(nulls, pa.string())
+    rows = 0
+    for batch in batches:
+        arrays = list(batch.columns)
+        for c in columns:
+            i = batch.schema.get_field_index(c)
+            try:
+                arrays[i] = _text_to_float(arrays[i], missing, decimal, c, rows)
+            except DataError as e:
+                raise DataError(f"{name}: {e}") from None
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        rows += batch.num_rows
+
+
+def _text_to_float(
+    values: pa.Array, missing: pa.Array, decimal: str, column: str, rows: int
+) -> pa.Array:
+    values = pc.utf8_trim(values, " \t")  # pyarrow's CSV number parser skips these too
+    values = pc.if_else(pc.is_in(values, missing), pa.scalar(None, pa.string()), values)
+    if decimal != ".":
+        values = pc.replace_substring(values, decimal, ".")
+    try:
+        return pc.cast(values, pa.float64())
+    except pa.ArrowInvalid:
+        for i, v in enumerate(values.to_pylist()):
+            try:
+                pa.scalar(v, pa.string()).cast(pa.float64())
+            except pa.ArrowInvalid:
+                raise DataError(_not_a_number(column, rows + i + 2, v)) from None
+        raise
+
+
+def _not_a_number(column: str, line: int | str, value: str) -> str:
+    return (
+        f'column "{column}", line {line}: {value!r} is not a number; fix the value, pass'
+        f" --null-values {shell_word(value)} if it means missing, or leave the column out"
+        f" with -x {shell_word(column)}"
+    )
+
+
+def shell_word(word: str) -> str:
+    """``word`` as a shell argument in a message: quoted when it must be."""
+    return word if re.fullmatch(r"[\w.,:/@%+=-]+", word) else shlex.quote(word)
+
+
+_NUMBER = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
+
+
+def _suspects(
+    guess: pacsv.CSVStreamingReader, chosen: set[str], decimal: str
+) -> dict[str, tuple[int, str]]:
+    """Text columns of the first block whose fields are numbers but for a few (<10%)."""
+    try:
+        first = guess.read_next_batch()
+    except StopIteration:
+        return {}
+    pattern = _NUMBER.replace("\\.", "[.,]") if decimal != "." else _NUMBER
+    out: dict[str, tuple[int, str]] = {}
+    for f, values in zip(first.schema, first.columns, strict=True):
+        if f.name in chosen or not pa.types.is_string(f.type):
+            continue
+        is_number = pc.fill_null(pc.match_substring_regex(values, pattern), True)
+        numbers = (pc.sum(is_number).as_py() or 0) - values.null_count
+        others = len(values) - values.null_count - numbers
+        if others > 0 and numbers >= 9 * others:
+            i = pc.index(is_number, False).as_py()
+            out[f.name] = (i + 2, str(values[i].as_py()))
+    return out
+
+
+def _delimiter_hint(recorded: bytes, sep: str) -> str:
+    """ "; is it ';'-separated? ..." when the header line suggests another separator."""
+    header = recorded.split(b"\n", 1)[0].decode("utf-8", "replace")
+    for other, shown in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if other != sep and other in header and header.count(other) > header.count(sep):
+            return f" (the header holds {shown}: pass --delimiter {shown})"
+    return ""
 
 
 def _spool(path: str) -> BinaryIO:
@@ -267,7 +419,7 @@ _CSV_CELL = re.compile(
 )
 _CSV_RAGGED = re.compile(r"CSV parse error: Row #(\d+): Expected (\d+) columns, got (\d+): (.*)")
 _CSV_TEXT = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to \w+: invalid UT")
-_ENCODING_FIX = (
+ENCODING_FIX = (
     "pass the file's encoding (e.g. --encoding latin-1), or convert it to UTF-8 first"
     " (e.g. iconv -f latin1 -t utf-8)"
 )
@@ -290,11 +442,7 @@ def _explain(e: BaseException, schema: pa.Schema) -> str:
     text = _short(e)
     m = _CSV_CELL.search(text)
     if m and int(m.group(1)) < len(schema):
-        column = schema.field(int(m.group(1))).name
-        return (
-            f'column "{column}", line {m.group(2)}: {m.group(4)!r} is not a number; fix the'
-            f" value, or leave the column out with -x {column}"
-        )
+        return _not_a_number(schema.field(int(m.group(1))).name, m.group(2), m.group(4))
     if "Empty CSV file" in text:
         return "the file is empty; a CSV input needs at least a header line"
     m = _CSV_RAGGED.search(text)
@@ -309,9 +457,9 @@ def _explain(e: BaseException, schema: pa.Schema) -> str:
     m = _CSV_TEXT.search(text)
     if m and int(m.group(1)) < len(schema):
         column = schema.field(int(m.group(1))).name
-        return f'column "{column}", line {m.group(2)}: text that is not UTF-8; {_ENCODING_FIX}'
+        return f'column "{column}", line {m.group(2)}: text that is not UTF-8; {ENCODING_FIX}'
     if isinstance(e, UnicodeDecodeError) or "invalid UTF8" in text or "UTF-8" in text:
-        return f"{text}; the text is not in the expected encoding: {_ENCODING_FIX}"
+        return f"{text}; the text is not in the expected encoding: {ENCODING_FIX}"
     return f"{text}; check the file (truncated or not in the expected format?)"
 
 
@@ -484,8 +632,6 @@ def count_rows(path: str, fmt: str) -> int | None:
 
 
 _READERS: dict[str, Callable[[str, str, int, Selector | None, str, bool], Source]] = {
-    "csv": _open_csv,
-    "tsv": functools.partial(_open_csv, delimiter="\t"),
     "parquet": _open_parquet,
     "ipc": _open_ipc,
     "ndjson": _open_ndjson,

@@ -94,6 +94,7 @@ SCHEMA: dict[str, Any] = {
         "inf": {"enum": ["error", "missing"]},
         "input_columns": {"type": "object", "additionalProperties": {"type": "string"}},
         "requires": {"type": "array", "items": {"type": "string"}},
+        "reading": {"type": "object"},
         "columns": {"type": "object", "additionalProperties": _COLUMN},
     },
 }
@@ -138,6 +139,7 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         "rows": model.rows_,
         "num_batches_tracked": model.num_batches_tracked_,
         "input_columns": dict(model.input_schema_),
+        **({"reading": dict(model.reading_)} if model.reading_ else {}),
         "columns": columns,
     }
 
@@ -277,6 +279,7 @@ def from_dict(
         beta=np.array([float(col["beta"]) for col in cols], np.float64),
         fold=fold,
     )
+    model.reading_ = dict(doc.get("reading", {}))
     return model
 
 
