@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -284,3 +285,90 @@ def test_transform_with_no_fitted_column_left_is_an_error(tmp_path: Path) -> Non
     code, _, err = invoke(["transform", src, "-s", tmp_path / "s.json", "-o", "-", "-x", "a,b"])
     assert code == 1
     assert "none of the fitted columns" in one_error(err)
+
+
+# -- item 9: the schemas of several files ----------------------------------------------------
+def write_parts(tmp_path: Path, *tables: pa.Table) -> list[Path]:
+    paths = []
+    for i, table in enumerate(tables):
+        path = tmp_path / f"part-{i}.parquet"
+        pq.write_table(table, path)
+        paths.append(path)
+    return paths
+
+
+def test_files_that_differ_only_in_encoding_are_one_dataset(tmp_path: Path) -> None:
+    a = pa.table({"x": pa.array([1.0, 2.0]), "t": pa.array(["u", "v"], pa.string())})
+    polars_written = pl.DataFrame({"x": [3.0, 4.0], "t": ["w", None]}).to_arrow()  # large_string
+    view = pa.table(
+        {"x": pa.array([5.0, 6.0]), "t": pa.array(["y", "z"], pa.string()).cast(pa.string_view())}
+    )
+    dictionary = pa.table(
+        {"x": pa.array([7.0, 8.0]), "t": pa.array(["y", "z"]).dictionary_encode()}
+    )
+    required = pa.Table.from_arrays(
+        [pa.array([9.0, 10.0]), pa.array(["q", "r"])],
+        schema=pa.schema([pa.field("x", pa.float64(), nullable=False), ("t", pa.string())]),
+    )
+    parts = write_parts(tmp_path, a, polars_written, view, dictionary, required)
+    out = tmp_path / "out.parquet"
+    code, _, err = invoke(["normalize", *parts, "-o", out, "-q", "-b", "3"])
+    assert code == 0, err
+    result = pq.read_table(out)
+    assert result.column("t").to_pylist() == ["u", "v", "w", None, "y", "z", "y", "z", "q", "r"]
+    assert result.num_rows == 10
+
+
+def test_number_types_may_widen_in_normalized_columns(tmp_path: Path) -> None:
+    parts = write_parts(
+        tmp_path,
+        pa.table({"x": pa.array([1, 2], pa.int32()), "t": ["a", "b"]}),
+        pa.table({"x": pa.array([3, 4], pa.int64()), "t": ["c", "d"]}),
+        pa.table({"x": pa.array([5.5, 6.5]), "t": ["e", "f"]}),
+    )
+    code, _, err = invoke(["fit", *parts, "-s", tmp_path / "s.json", "-q"])
+    assert code == 0, err
+    assert stats_of(tmp_path / "s.json")["x"]["mean"] == pytest.approx(22 / 6)
+
+
+@pytest.mark.parametrize(
+    ("second", "says"),
+    [
+        ({"x": [1.0], "t": [1]}, 'column "t" is int64 here but string in'),
+        ({"x": [1.0]}, 'no column "t", which'),
+        ({"x": [1.0], "t": ["a"], "u": ["b"]}, 'column "u" is not in'),
+        ({"t": ["a"], "x": [1.0]}, "in another order than in"),
+    ],
+)
+def test_a_real_mismatch_names_the_column_and_both_files(
+    tmp_path: Path, second: dict[str, list[object]], says: str
+) -> None:
+    parts = write_parts(tmp_path, pa.table({"x": [1.0, 2.0], "t": ["a", "b"]}), pa.table(second))
+    out = tmp_path / "out.csv"
+    code, _, err = invoke(["normalize", *parts, "-o", out])
+    assert code == 1
+    line = one_error(err)
+    assert says in line
+    assert "part-0.parquet" in line and "part-1.parquet" in line
+    assert not out.exists()
+
+
+def test_a_number_type_change_in_a_text_column_is_still_a_mismatch(tmp_path: Path) -> None:
+    parts = write_parts(
+        tmp_path,
+        pa.table({"x": [1.0, 2.0], "k": pa.array([1, 2], pa.int32())}),
+        pa.table({"x": [3.0], "k": pa.array([3], pa.int64())}),
+    )
+    code, _, err = invoke(["normalize", *parts, "-o", "-", "-x", "k"])
+    assert code == 1
+    assert '"k" is int64 here but int32' in one_error(err)
+
+
+def test_csv_files_with_different_columns_are_named(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("x,t\n1,a\n2,b\n")
+    (tmp_path / "b.csv").write_text("x,u\n3,c\n")
+    code, _, err = invoke(
+        ["fit", tmp_path / "a.csv", tmp_path / "b.csv", "-s", tmp_path / "s.json"]
+    )
+    assert code == 1
+    assert 'b.csv: no column "t", which' in one_error(err)

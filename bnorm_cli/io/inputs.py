@@ -23,7 +23,7 @@ import functools
 import glob
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -41,8 +41,10 @@ from .readers import (
     TextOptions,
     count_rows,
     open_source,
+    read_schema,
     shell_word,
 )
+from .schemas import check_same, conform, dataset_schema
 
 #: The folder name of a null partition value (Hive, Spark, pyarrow, polars).
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -251,7 +253,26 @@ def open_inputs(
         return [c for c in chosen if c in schema.names]
 
     later = [functools.partial(open_file, f, like_first) for f in files[1:]]
-    return _chain(first, later, _total_rows(first, files[1:]))
+    if not later:
+        return first
+    normalized = numeric(first.schema)
+    known = [_known_schema(f) for f in files[1:]]  # checked before the first batch
+    for f, theirs in zip(files[1:], known, strict=True):
+        if theirs is not None:
+            check_same(first.name, first.schema, f.path, theirs, normalized)
+    schema = dataset_schema(first.schema, known, normalized)
+    return _chain(first, later, _total_rows(first, files[1:]), schema, normalized)
+
+
+def _known_schema(f: InputFile) -> pa.Schema | None:
+    """A typed file's schema from its metadata, with its partition columns."""
+    schema = read_schema(f.path, f.fmt)
+    if schema is None:
+        return None
+    for key, _ in f.partitions:
+        if key not in schema.names:
+            schema = schema.append(pa.field(key, pa.string()))
+    return schema
 
 
 def _nothing_to_normalize(source: Source, model: BatchNorm) -> str:
@@ -312,27 +333,28 @@ def _total_rows(first: Source, later: Sequence[InputFile]) -> int | None:
     return total
 
 
-def _chain(first: Source, later: Sequence[Callable[[], Source]], total: int | None) -> Source:
-    """Several inputs read as one dataset; batches run across file boundaries.
+def _chain(
+    first: Source,
+    later: Sequence[Callable[[], Source]],
+    total: int | None,
+    schema: pa.Schema,
+    normalized: Collection[str],
+) -> Source:
+    """Several inputs read as one dataset (``schema``, see `schemas`); batches run
+    across file boundaries.
 
     Later inputs are opened one at a time, when the batches reach them, so memory
     and open files stay bounded however many files a directory or glob holds.
     """
-    if not later:
-        return first
 
     def pieces() -> Iterator[pa.RecordBatch]:
-        yield from first.pieces
+        for batch in first.pieces:
+            yield conform(batch, schema)
         for open_next in later:
             s = open_next()
-            if not s.schema.equals(first.schema):
-                raise DataError(
-                    f"{s.name}: its columns or types differ from {first.name}'s; inputs read as"
-                    " one dataset must have the same schema"
-                )
-            yield from s.pieces
+            check_same(first.name, first.schema, s.name, s.schema, normalized)
+            for batch in s.pieces:
+                yield conform(batch, schema)
 
     name = f"{first.name} (+{len(later)} more)"
-    return Source(
-        name, first.schema, total, pieces(), first.inferred, first.suspects, first.warnings
-    )
+    return Source(name, schema, total, pieces(), first.inferred, first.suspects, first.warnings)

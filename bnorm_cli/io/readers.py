@@ -631,6 +631,25 @@ def count_rows(path: str, fmt: str) -> int | None:
     return None
 
 
+def read_schema(path: str, fmt: str) -> pa.Schema | None:
+    """The schema of a typed file (Parquet, Arrow IPC) from its metadata, or None."""
+    try:
+        if path == "-":
+            return None
+        if fmt == "parquet":
+            return pq.read_schema(path)
+        if fmt == "ipc":
+            with open(path, "rb") as f:
+                is_file = f.read(len(_IPC_MAGIC)) == _IPC_MAGIC
+            if is_file:
+                return pa.ipc.open_file(pa.memory_map(path)).schema
+            with pa.OSFile(path) as stream:
+                return pa.ipc.open_stream(stream).schema
+    except (pa.ArrowException, OSError):
+        return None  # the reader reports the problem when it gets there
+    return None
+
+
 _READERS: dict[str, Callable[[str, str, int, Selector | None, str, bool], Source]] = {
     "parquet": _open_parquet,
     "ipc": _open_ipc,
