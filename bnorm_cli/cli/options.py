@@ -76,7 +76,8 @@ Columns = Annotated[
     typer.Option(
         "-c",
         "--columns",
-        help=r"Columns to normalize, comma-separated \[default: every numeric column].",
+        help="Columns to normalize, comma-separated (quote a name that holds a comma:"
+        r""" '"a,b",c') \[default: every numeric column].""",
         metavar="COLS",
     ),
 ]
