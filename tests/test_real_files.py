@@ -372,3 +372,68 @@ def test_csv_files_with_different_columns_are_named(tmp_path: Path) -> None:
     )
     assert code == 1
     assert 'b.csv: no column "t", which' in one_error(err)
+
+
+def tokens_file(tmp_path: Path) -> Path:
+    src = tmp_path / "mixed.csv"
+    rows = ["a,t,b"]
+    for i in range(300):
+        a = "NA" if i % 37 == 5 else f"{i / 3:.3f}"
+        t = "NA" if i % 11 == 0 else ("" if i % 13 == 0 else f"w{i}")
+        rows.append(f"{a},{t},{i % 7}")
+    src.write_text("\n".join(rows) + "\n")
+    return src
+
+
+def test_tokens_in_some_pieces_of_a_file_and_from_a_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bnorm_cli.io import readers
+
+    monkeypatch.setattr(readers, "CSV_READ_BLOCK_SIZE", 256)  # many pieces, few with a token
+    src = tokens_file(tmp_path)
+    code, from_file, err = invoke(["normalize", src, "-o", "-", "-q", "-b", "50"])
+    assert code == 0, err
+    code, from_pipe, err = invoke(["normalize", "-", "-o", "-", "-q", "-b", "50"], src.read_bytes())
+    assert code == 0, err
+    assert from_file == from_pipe
+    lines = from_file.splitlines()
+    assert lines[1 + 5].split(",")[:2] == ["", "w5"]
+    assert lines[1 + 11].split(",")[1] == "NA"  # text keeps its NA
+    assert lines[1 + 13].split(",")[1] == ""
+
+
+def test_a_bad_value_in_a_later_piece_names_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bnorm_cli.io import readers
+
+    monkeypatch.setattr(readers, "CSV_READ_BLOCK_SIZE", 256)
+    src = tokens_file(tmp_path)
+    lines = src.read_text().splitlines()
+    lines[250] = "oops,x,1"
+    src.write_text("\n".join(lines) + "\n")
+    for stdin in (None, src.read_bytes()):
+        code, _, err = invoke(["normalize", "-" if stdin else src, "-o", "-", "-c", "a"], stdin)
+        assert code == 1
+        assert 'column "a", line 251' in one_error(err)
+
+
+def test_pieces_with_tokens_and_the_streamed_rest_are_read_as_text_for_conversion() -> None:
+    import io
+
+    import pyarrow.csv as pacsv
+
+    from bnorm_cli.io.csv_parallel import parallel_csv
+
+    data = b"a,t\n1,x\nNA," + b"y" * 40 + b"\n3,z\n4,w\n" + b"5,v\n" * 3  # a long row
+    types = {"a": pa.float64(), "t": pa.string()}
+    numbers = pacsv.ConvertOptions(column_types=types, null_values=[""])
+    text = pacsv.ConvertOptions(column_types=dict.fromkeys(types, pa.string()), null_values=[""])
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    for hand_off in (1 << 20, 8):  # pieces only; the rest streamed after the first piece
+        batches = list(
+            parallel_csv(io.BytesIO(data), ["a", "t"], parse, numbers, 12, 2, hand_off, text)
+        )
+        values = [v for b in batches for v in b.column("a").to_pylist()]
+        assert len(values) == 7 and "NA" in values  # left as text for `_to_numbers`

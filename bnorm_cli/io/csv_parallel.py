@@ -50,8 +50,13 @@ def parallel_csv(
     piece_bytes: int,
     workers: int | None = None,
     hand_off: int = HAND_OFF,
+    retry: pacsv.ConvertOptions | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of the CSV ``text`` (from its header line on), in order."""
+    """Record batches of the CSV ``text`` (from its header line on), in order.
+
+    ``retry``: a piece whose values do not convert is parsed again with these
+    options (which read more columns as text, for the caller to convert).
+    """
     workers = workers or min(4, _cpus())
 
     def parse_piece(piece: memoryview, first: bool) -> pa.Table:
@@ -60,8 +65,16 @@ def parallel_csv(
             block_size=len(piece) + 1,  # one block: no row straddles two
             column_names=None if first else list(names),  # the first piece has the header
         )
+        data = pa.py_buffer(piece)
+        try:
+            return pacsv.read_csv(
+                data, read_options=options, parse_options=parse, convert_options=convert
+            )
+        except pa.ArrowInvalid as e:
+            if retry is None or "conversion error" not in str(e):
+                raise
         return pacsv.read_csv(
-            pa.py_buffer(piece), read_options=options, parse_options=parse, convert_options=convert
+            data, read_options=options, parse_options=parse, convert_options=retry
         )
 
     pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="bnorm-csv")
@@ -83,7 +96,9 @@ def parallel_csv(
         pool.shutdown(wait=True, cancel_futures=True)
     if rest is not None:
         block = max(piece_bytes, 1 << 20)
-        yield from _stream(rest, None if rows < 0 else names, parse, convert, block, rows)
+        # streamed in one go: no piece to parse again, so as text from the start
+        rest_convert = retry or convert
+        yield from _stream(rest, None if rows < 0 else names, parse, rest_convert, block, rows)
 
 
 def _stream(

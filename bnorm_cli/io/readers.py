@@ -189,11 +189,13 @@ def _open_csv(
         suspects = _suspects(guess, chosen, decimal)
         # Number columns are parsed by pyarrow with the null tokens when no text column
         # is written out (fit; or all columns numbers); else pyarrow would turn an "NA"
-        # of a text column into a null too: they are then read as text, and
-        # `_to_numbers` makes them numbers (slower).
+        # of a text column into a null too. Then a file's piece that holds a token is
+        # parsed again with them as text, and `_to_numbers` makes them numbers
+        # (slower: 1.5x on a clean file, hence not for every piece); from a pipe,
+        # every block is.
         direct = project or not text.null_values or len(chosen) == len(inferred)
-        number = pa.float64() if direct else pa.string()
-        types = {f.name: number if f.name in chosen else pa.string() for f in inferred}
+        types = {f.name: pa.float64() if f.name in chosen else pa.string() for f in inferred}
+        as_text = dict.fromkeys(inferred.names, pa.string())
         schema = pa.schema(
             [pa.field(n, pa.float64() if n in chosen else pa.string()) for n in inferred.names]
         )
@@ -202,21 +204,24 @@ def _open_csv(
         block = min(CSV_BLOCK_SIZE, CSV_READ_BLOCK_SIZE)
         # no projection for CSV (``project`` is ignored): every field is still
         # tokenized, and converting the text columns checks they are valid UTF-8
-        convert = _numbers(nulls, decimal, types) if direct else _convert(types)
+        convert = _numbers(nulls, decimal, types) if direct else _convert(types, decimal)
+        retry = None if direct else _convert(as_text)
         if _regular_file(path) and b"\n" in stream.recorded:
             # A file is read again from the start, natively (no Python, nor GIL, per
             # block), and parsed on several cores. ("\r"-only line ends: below.)
             raw.close()
             raw = _open_binary(path, native=True)
             utf8 = _to_utf8(raw, encoding)
-            batches = parallel_csv(cast(Readable, utf8), inferred.names, parse, convert, block)
+            batches = parallel_csv(
+                cast(Readable, utf8), inferred.names, parse, convert, block, retry=retry
+            )
         else:  # a pipe: what was read is served again by the recorder, then the rest
             stream.rewind()
             reader = pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
                 parse_options=parse,
-                convert_options=convert,
+                convert_options=convert if direct else retry,
             )
             batches = iter(reader)
         if not direct:
@@ -256,13 +261,16 @@ def _to_numbers(
     nulls: Sequence[str],
     decimal: str,
 ) -> Iterator[pa.RecordBatch]:
-    """Number columns read as text made float64, as `_numbers` has pyarrow do it."""
+    """Number columns read as text made float64, as `_numbers` has pyarrow do it
+    (a batch may hold them as numbers already)."""
     missing = pa.array(nulls, pa.string())
     rows = 0
     for batch in batches:
         arrays = list(batch.columns)
         for c in columns:
             i = batch.schema.get_field_index(c)
+            if not pa.types.is_string(arrays[i].type):
+                continue
             try:
                 arrays[i] = _text_to_float(arrays[i], missing, decimal, c, rows)
             except DataError as e:
@@ -381,7 +389,7 @@ def _to_utf8(raw: BinaryIO, encoding: str) -> BinaryIO:
     return pa.transcoding_input_stream(native, encoding, "utf-8")
 
 
-def _convert(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
+def _convert(types: dict[str, pa.DataType], decimal: str = ".") -> pacsv.ConvertOptions:
     """Only an empty field is null; text columns keep their text byte for byte.
 
     In a text column an empty field is null and a quoted ``""`` the empty string,
@@ -392,6 +400,7 @@ def _convert(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
         null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
+        decimal_point=decimal,
     )
 
 
