@@ -437,3 +437,16 @@ def test_pieces_with_tokens_and_the_streamed_rest_are_read_as_text_for_conversio
         )
         values = [v for b in batches for v in b.column("a").to_pylist()]
         assert len(values) == 7 and "NA" in values  # left as text for `_to_numbers`
+
+
+def test_decimal_commas_read_without_the_option_are_named(tmp_path: Path) -> None:
+    src = tmp_path / "de.csv"
+    src.write_text("x;y;t\n1,5;2;a\n-2,5;3;b\n")
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "--delimiter", ";"])
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and '"x"' in warnings[0] and "--decimal-comma" in warnings[0]
+    src.write_text("x;t\n1,5;a\n2,5;b\n")
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "--delimiter", ";"])
+    assert code == 1
+    assert 'column "x" holds numbers written with a decimal comma' in one_error(err)

@@ -298,6 +298,8 @@ def _nothing_to_normalize(source: Source, model: BatchNorm) -> str:
             if sep in schema.names()[0]:
                 hint = f"; its one column's name holds {shown}: pass --delimiter {shown}"
                 break
+    if not hint and source.warnings:  # e.g. numbers with decimal commas
+        hint = "; " + source.warnings[0].removeprefix(f"{source.name}: ")
     return (
         f"no numeric column to normalize ({', '.join(kinds)}{more}){hint}; name the columns"
         " to read as numbers with -c (a field that is not a number then stops the run at"

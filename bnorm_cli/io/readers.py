@@ -179,6 +179,7 @@ def _open_csv(
     nulls = ("", *text.null_values)
     inferred: pa.Schema | None = None
     suspects: dict[str, tuple[int, str]] = {}
+    commas: list[str] = []
     try:
         guess = pacsv.open_csv(
             stream, read_options=read, parse_options=parse, convert_options=_numbers(nulls, decimal)
@@ -186,7 +187,7 @@ def _open_csv(
         inferred = guess.schema
         _check_names(inferred, name)
         chosen = set(numeric(inferred) if numeric else _numeric_names(inferred))
-        suspects = _suspects(guess, chosen, decimal)
+        suspects, commas = _suspects(guess, chosen, decimal)
         # Number columns are parsed by pyarrow with the null tokens when no text column
         # is written out (fit; or all columns numbers); else pyarrow would turn an "NA"
         # of a text column into a null too. Then a file's piece that holds a token is
@@ -237,7 +238,12 @@ def _open_csv(
     pieces = _guard(batches, name, schema, raw)
     if raw is not sys.stdin.buffer:  # a source dropped unread (an error) still closes its file
         weakref.finalize(pieces, raw.close)
-    return Source(name, schema, None, pieces, inferred, suspects)
+    warnings = [
+        f'{name}: column "{c}" holds numbers written with a decimal comma, left as text;'
+        " pass --decimal-comma to normalize it"
+        for c in commas
+    ]
+    return Source(name, schema, None, pieces, inferred, suspects, warnings)
 
 
 def _numbers(
@@ -315,28 +321,41 @@ _NUMBER = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
 
 def _suspects(
     guess: pacsv.CSVStreamingReader, chosen: set[str], decimal: str
-) -> dict[str, tuple[int, str]]:
-    """Text columns of the first block whose fields are numbers but for a few (<10%)."""
+) -> tuple[dict[str, tuple[int, str]], list[str]]:
+    """Text columns of the first block whose fields are numbers but for a few (<10%),
+    and those that hold numbers written with a decimal comma (read with ".")."""
     try:
         first = guess.read_next_batch()
     except StopIteration:
-        return {}
+        return {}, []
     pattern = _NUMBER.replace("\\.", "[.,]") if decimal != "." else _NUMBER
     out: dict[str, tuple[int, str]] = {}
+    commas: list[str] = []
     for f, values in zip(first.schema, first.columns, strict=True):
         if f.name in chosen or not pa.types.is_string(f.type):
             continue
+        valid = len(values) - values.null_count
+        if decimal == "." and valid and _count(values, _COMMA_NUMBER) >= 0.9 * valid:
+            commas.append(f.name)
+            continue
         is_number = pc.fill_null(pc.match_substring_regex(values, pattern), True)
         numbers = (pc.sum(is_number).as_py() or 0) - values.null_count
-        others = len(values) - values.null_count - numbers
+        others = valid - numbers
         if others > 0 and numbers >= 9 * others:
             i = pc.index(is_number, False).as_py()
             out[f.name] = (i + 2, str(values[i].as_py()))
-    return out
+    return out, commas
+
+
+_COMMA_NUMBER = r"^\s*[-+]?\d*,\d+\s*$"
+
+
+def _count(values: pa.Array, pattern: str) -> int:
+    return int(pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0)
 
 
 def _delimiter_hint(recorded: bytes, sep: str) -> str:
-    """ "; is it ';'-separated? ..." when the header line suggests another separator."""
+    """A hint to pass --delimiter when the header line suggests another separator."""
     header = recorded.split(b"\n", 1)[0].decode("utf-8", "replace")
     for other, shown in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
         if other != sep and other in header and header.count(other) > header.count(sep):
