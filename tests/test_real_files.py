@@ -450,3 +450,16 @@ def test_decimal_commas_read_without_the_option_are_named(tmp_path: Path) -> Non
     code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "--delimiter", ";"])
     assert code == 1
     assert 'column "x" holds numbers written with a decimal comma' in one_error(err)
+
+
+def test_decimal_comma_with_comma_separated_fields_is_a_usage_error(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,b\n1,2\n")
+    code, _, err = invoke(["fit", src, "-s", tmp_path / "s.json", "--decimal-comma"])
+    assert code == 2
+    assert "--delimiter ';'" in one_error(err)
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("a\tb\n1,5\tx\n2,5\ty\n")
+    code, _, err = invoke(["fit", tsv, "-s", tmp_path / "s.json", "--decimal-comma", "-q"])
+    assert code == 0, err
+    assert stats_of(tmp_path / "s.json")["a"]["mean"] == pytest.approx(2.0)

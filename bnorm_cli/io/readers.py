@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from ..core.errors import DataError
+from ..core.errors import DataError, UsageError
 from .csv_parallel import Readable, parallel_csv
 from .formats import compression_of
 from .streams import Recorder, RowEnds
@@ -111,6 +111,11 @@ def open_source(
         text = text or TextOptions()
         if text.delimiter is None:
             text = replace(text, delimiter="\t" if fmt == "tsv" else ",")
+        if text.decimal_comma and text.delimiter == ",":
+            raise UsageError(
+                "--decimal-comma: the fields are separated by commas too; give the file's"
+                " separator, e.g. --delimiter ';'"
+            )
         return _open_csv(path, name, numeric, encoding, project, text)
     return _READERS[fmt](path, name, batch_size, numeric, encoding, project)
 
