@@ -184,8 +184,8 @@ def test_signal_during_fit_keeps_the_old_statistics(
     parquet, _, _ = big
     stats = tmp_path / "stats.json"
     stats.write_bytes(PREVIOUS)
-    # 6,000 batches: several seconds of work after the input is opened
-    process = start(["fit", parquet, "-s", stats, "-q", "-b", "500"], tmp_path)
+    # batches of one row: the running statistics take seconds of work after the input opens
+    process = start(["fit", parquet, "-s", stats, "-q", "-b", "1"], tmp_path)
     wait_until_open(process, parquet)
     time.sleep(0.2)
     process.send_signal(sig)
