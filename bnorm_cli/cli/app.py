@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from typing import Annotated, Any
@@ -17,7 +16,7 @@ import typer
 from ..core.errors import DataError, UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..engines import serial
-from ..io import stats_file
+from ..io import stats_file, streams
 from ..io.atomic import check_run_paths, write_text, writes_through
 from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
@@ -25,7 +24,7 @@ from ..io.readers import Source
 from ..report import summary as report
 from ..report.profile import Profile
 from ..version import __version__
-from .exits import handled, run
+from .exits import OneLineErrors, handled, run
 from .options import (
     BatchSize,
     Beta,
@@ -63,7 +62,9 @@ from .options import (
 
 app = typer.Typer(
     name="bnorm",
-    help="Batch-normalize tabular data (Parquet, CSV) larger than memory, in mini-batches.",
+    cls=OneLineErrors,
+    help="Batch-normalize tabular data larger than memory, in mini-batches"
+    " (CSV, TSV, Parquet, Arrow IPC, NDJSON; files or pipes).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
@@ -82,7 +83,7 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+            "-V", "--version", callback=_version, is_eager=True, help="Show the version and exit."
         ),
     ] = False,
 ) -> None:
@@ -148,6 +149,8 @@ def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profil
 
 def _output_format(output: str, fmt: str | None) -> str:
     """As named, else from the file name; CSV (as for -) for a device or FIFO without one."""
+    if output == "-":
+        streams.stdout()  # closed (>&-): say so before the pass
     if fmt is None and output != "-" and writes_through(output) and not is_data_file(output):
         return "csv"
     return infer_format(output, fmt, "--output-format")
@@ -191,12 +194,14 @@ def fit(
     Records the exact population mean/variance and PyTorch-style running
     statistics of every normalized column, plus gamma and beta.
     """
-    with handled(debug):
+    with handled(debug, "bnorm fit"):
         model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
         _check_paths(inputs, s=stats, report=report_path)
+        if as_json:
+            streams.stdout()  # closed (>&-): say so before the pass
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
         source = open_inputs(inputs, input_format, model, False, encoding, True, text=text)
 
@@ -219,7 +224,7 @@ def fit(
         _finish(rep, report_path, quiet, model, profile)
         if as_json:
             summary = {"stats": stats, **json.loads(report.to_json(rep))}
-            sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+            streams.write_stdout(json.dumps(summary, indent=2) + "\n")
 
 
 @app.command()
@@ -273,7 +278,7 @@ def transform(
     """Normalize with saved statistics (Batch Normalization inference mode)."""
     from ..io.writers import write_batches
 
-    with handled(debug):
+    with handled(debug, "bnorm transform"):
         loaded = stats_file.load(stats)
         model = loaded.adjusted(
             columns=names(columns),
@@ -358,7 +363,7 @@ def normalize(
     """One training-mode pass: normalize each batch as Batch Normalization does while training."""
     from ..io.writers import write_batches
 
-    with handled(debug):
+    with handled(debug, "bnorm normalize"):
         model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
         if report_path:
             report.check_report_path(report_path)
@@ -403,12 +408,12 @@ def inspect(
     debug: Debug = False,
 ) -> None:
     """Show a statistics file as a table (or JSON for scripts)."""
-    with handled(debug):
+    with handled(debug, "bnorm inspect"):
         model = stats_file.load(stats)
         if as_json:
             with open(stats, encoding="utf-8") as f:
                 doc = json.load(f)
-            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+            streams.write_stdout(json.dumps(doc, indent=2) + "\n")
             return
         from . import console
 
@@ -450,7 +455,7 @@ def export(
     """
     from ..io import export as ex
 
-    with handled(debug):
+    with handled(debug, "bnorm export"):
         model = stats_file.load(stats)
         chosen = ex.pick_columns(model, names(columns))
         if to is ExportTo.torch and output == "-":
@@ -465,9 +470,11 @@ def export(
                 for message in warnings:
                     console.warn(message)
         else:
+            if output == "-":
+                streams.stdout()  # closed (>&-): one line
             text = ex.sklearn_json(model, chosen)
             if output == "-":
-                sys.stdout.write(text)
+                streams.write_stdout(text)
             else:
                 write_text(output, text)
 

@@ -11,9 +11,13 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer.core import TyperGroup
+from typer.exceptions import Abort
 
 from ..core.errors import BnormError
 
@@ -77,19 +81,35 @@ def _stop(signum: int) -> None:
     os._exit(128 + signum)
 
 
+def help_hint(command: str | None) -> str:
+    """Where a usage error points: the subcommand's help (``bnorm fit --help``)."""
+    return f"Try '{command or 'bnorm'} --help' for help."
+
+
+def _usage_error(message: str, command: str | None) -> None:
+    from . import console  # Rich only when there is something to say
+
+    console.error(message)
+    console.stderr.print(help_hint(command), highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
-def handled(debug: bool) -> Iterator[None]:
-    """One line on stderr and the right exit code for every expected failure."""
+def handled(debug: bool, command: str | None = None) -> Iterator[None]:
+    """One line on stderr and the right exit code for every expected failure.
+
+    ``command`` ("bnorm fit") is the one whose help a usage error points at.
+    """
     try:
         yield
     except BnormError as e:
         if debug:
             raise
-        from . import console  # Rich only when there is something to say
-
-        console.error(str(e))
         if e.exit_code == 2:
-            console.stderr.print("Try 'bnorm --help' for help.", highlight=False)
+            _usage_error(str(e), command)
+        else:
+            from . import console
+
+            console.error(str(e))
         raise typer.Exit(e.exit_code) from None
     except BrokenPipeError:
         _quiet_broken_pipe()
@@ -118,8 +138,49 @@ def _quiet_broken_pipe() -> None:
     raise typer.Exit(0)
 
 
+class OneLineErrors(TyperGroup):
+    """The command group, with Click's parsing errors (``-b abc``, an unknown option)
+    as one ``error:`` line and the subcommand's help hint, exit 2, instead of a panel."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as e:  # `bnorm` alone: the help
+            e.show()
+            code = e.exit_code
+        except ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            _usage_error(" ".join(e.format_message().split()), ctx.command_path if ctx else None)
+            code = e.exit_code
+        except Abort:  # Ctrl-C at a prompt, or end of input
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def reserve_std_fds() -> None:
+    """Point a closed stdin/stdout/stderr (``<&-``, ``>&-``) at /dev/null.
+
+    Python then has ``sys.stdin``/``sys.stdout`` set to None (which `streams`
+    reports as "stdin/stdout is closed"); without this, the next file opened
+    would get descriptor 0 or 1 and be read or written as if it were stdin/stdout.
+    """
+    import os
+
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def run(app: typer.Typer) -> None:
     """Run the app: signals handled, exit code kept, interpreter not finalized."""
+    reserve_std_fds()
     pa.enable_signal_handlers(False)  # pyarrow's own handler would keep signals from ours
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -197,12 +197,17 @@ def open_inputs(
     if paths.count("-") > 1:
         raise UsageError("stdin (-) can be given only once")
     try:
-        codecs.lookup(encoding)
+        codec = codecs.lookup(encoding)
     except LookupError:
         raise UsageError(
             f"--encoding {encoding!r}: unknown encoding; use a name such as utf-8, latin-1,"
             " cp1252 or utf-16"
         ) from None
+    if not codec._is_text_encoding:  # type: ignore[attr-defined]  # rot13, base64, hex, zlib
+        raise UsageError(
+            f"--encoding {encoding!r}: not a text encoding (it maps bytes to bytes); use a name"
+            " such as utf-8, latin-1, cp1252 or utf-16 (compressed input is detected by itself)"
+        )
 
     def numeric(schema: pa.Schema) -> list[str]:
         found = polars_schema(schema)

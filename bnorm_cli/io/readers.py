@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import stat
-import sys
 import tempfile
 import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 from ..core.errors import DataError, UsageError
 from .csv_parallel import Readable, parallel_csv
 from .formats import compression_of
-from .streams import Recorder, RowEnds
+from .streams import Recorder, RowEnds, stdin
 
 CSV_BLOCK_SIZE = 4 << 20  # types are inferred from the first block of text input
 CSV_READ_BLOCK_SIZE = 2 << 20  # then CSV is read in blocks of this size
@@ -233,15 +232,17 @@ def _open_csv(
         if not direct:
             columns = [c for c in inferred.names if c in chosen]
             batches = _to_numbers(batches, name, schema, columns, nulls, decimal)
-    except (pa.ArrowException, OSError, UnicodeDecodeError, DataError) as e:
-        if raw is not sys.stdin.buffer:
+    except (pa.ArrowException, OSError, UnicodeError, DataError) as e:
+        if path != "-":
             raw.close()
         if isinstance(e, DataError):
             raise
+        _check_text(stream.recorded, name, "CSV")
         hint = _delimiter_hint(stream.recorded, sep)
         raise DataError(f"{name}: {_explain(e, inferred or pa.schema([]))}{hint}") from None
-    pieces = _guard(batches, name, schema, raw)
-    if raw is not sys.stdin.buffer:  # a source dropped unread (an error) still closes its file
+    _check_text(stream.recorded, name, "CSV")
+    pieces = _guard(batches, name, schema, None if path == "-" else raw)
+    if path != "-":  # a source dropped unread (an error) still closes its file
         weakref.finalize(pieces, raw.close)
     warnings = [
         f'{name}: column "{c}" holds numbers written with a decimal comma, left as text;'
@@ -372,7 +373,7 @@ def _spool(path: str) -> BinaryIO:
     """stdin or ``path`` (read once) copied to an anonymous temporary file (not memory)."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (the reader owns it)
     if path == "-":
-        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        shutil.copyfileobj(stdin(), spool, 1 << 20)
     else:
         with open(path, "rb") as f:
             shutil.copyfileobj(f, spool, 1 << 20)
@@ -381,17 +382,53 @@ def _spool(path: str) -> BinaryIO:
 
 
 def _open_binary(path: str, native: bool = False) -> BinaryIO:
-    """stdin, a file, or a decompressing stream over a ``.gz``/``.zst``/``.bz2`` file.
+    """stdin, a file, or a decompressing stream over a compressed one.
 
-    ``native``: a pyarrow stream even for a plain file (not for a pipe: `is_pipe`
-    needs the Python file).
+    Compression comes from a ``.gz``/``.zst``/``.bz2`` suffix, or else from the
+    first bytes (a gzip stream on stdin, a ``.csv`` that is gzipped).
+    ``native``: a pyarrow stream even for a plain file (a regular file only: on a
+    pipe `is_pipe` needs the Python file).
     """
-    if path == "-":
-        return sys.stdin.buffer
-    codec = compression_of(path)
+    codec = None if path == "-" else compression_of(path)
+    if codec is not None:
+        return pa.input_stream(path, compression=codec, buffer_size=CSV_BLOCK_SIZE)
+    if native:
+        with open(path, "rb") as f:
+            codec = _magic_codec(f.read(8))
+        native_file = pa.input_stream(path)
+        if codec is None:
+            return native_file  # type: ignore[return-value]
+        return pa.CompressedInputStream(native_file, codec)  # type: ignore[return-value]
+    raw: BinaryIO = stdin() if path == "-" else open(path, "rb")  # noqa: SIM115
+    codec = _magic_codec(raw.peek(8)[:8]) if isinstance(raw, io.BufferedReader) else None
     if codec is None:
-        return pa.input_stream(path) if native else open(path, "rb")  # type: ignore[return-value]
-    return pa.input_stream(path, compression=codec, buffer_size=CSV_BLOCK_SIZE)
+        return raw
+    return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec)  # type: ignore[return-value]
+
+
+_CODEC_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bz2"}
+#: The first bytes of binary formats, and what to do with such a file.
+_BINARY_MAGIC = {
+    b"PAR1": "a Parquet file; pass --input-format parquet",
+    b"ARROW1": "an Arrow IPC file; pass --input-format ipc",
+    b"\xff\xff\xff\xff": "an Arrow IPC stream; pass --input-format ipc",
+    b"PK\x03\x04": "a zip archive (or .xlsx); extract or export it as CSV first",
+    b"\xfd7zXZ": "an xz stream; decompress it first (xz -dc)",
+}
+
+
+def _magic_codec(head: bytes) -> str | None:
+    """The compression whose magic number starts ``head`` (gzip, zstd, bz2), if any."""
+    return next((c for m, c in _CODEC_MAGIC.items() if head.startswith(m)), None)
+
+
+def _check_text(head: bytes, name: str, what: str) -> None:
+    """Refuse a binary input read as text, in one line instead of its bytes."""
+    found = next((v for m, v in _BINARY_MAGIC.items() if head.startswith(m)), None)
+    if found is None and b"\x00" in head[:4096]:
+        found = "binary data (it holds NUL bytes); check the file, or pass --input-format"
+    if found is not None:
+        raise DataError(f"{name}: not {what} text but {found}")
 
 
 def _regular_file(path: str) -> bool:
@@ -443,7 +480,7 @@ def _guard(
     except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise DataError(f"{name}: {_explain(e, schema)}") from None
     finally:
-        if raw is not None and raw is not sys.stdin.buffer:
+        if raw is not None:
             raw.close()
 
 
@@ -491,7 +528,7 @@ def _explain(e: BaseException, schema: pa.Schema) -> str:
     if m and int(m.group(1)) < len(schema):
         column = schema.field(int(m.group(1))).name
         return f'column "{column}", line {m.group(2)}: text that is not UTF-8; {ENCODING_FIX}'
-    if isinstance(e, UnicodeDecodeError) or "invalid UTF8" in text or "UTF-8" in text:
+    if isinstance(e, UnicodeError) or "invalid UTF8" in text or "UTF-8" in text:
         return f"{text}; the text is not in the expected encoding: {ENCODING_FIX}"
     return f"{text}; check the file (truncated or not in the expected format?)"
 
@@ -518,7 +555,7 @@ def _open_ipc(
     reader: pa.ipc.RecordBatchFileReader | pa.ipc.RecordBatchStreamReader
     try:
         if not _regular_file(path):
-            raw = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+            raw = stdin() if path == "-" else open(path, "rb")  # noqa: SIM115
             stream = Recorder(raw, short_reads=True)
             head = stream.read(len(_IPC_MAGIC)) or b""
             stream.rewind()
@@ -584,13 +621,17 @@ def _open_ndjson(
         parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
         reader = pajson.open_json(stream, read_options=read, parse_options=parse)
     except (pa.ArrowException, OSError, DataError) as e:
-        if raw is not sys.stdin.buffer:
+        if path != "-":
             raw.close()
         if isinstance(e, DataError):
             raise
+        _check_text(stream.recorded, name, "NDJSON")
         raise DataError(f"{name}: {_explain_json(e, inferred, set())}") from None
-    pieces = _guard(_json_errors(iter(reader), name, chosen), name, reader.schema, raw)
-    if raw is not sys.stdin.buffer:
+    _check_text(stream.recorded, name, "NDJSON")
+    pieces = _guard(
+        _json_errors(iter(reader), name, chosen), name, reader.schema, None if path == "-" else raw
+    )
+    if path != "-":
         weakref.finalize(pieces, raw.close)
     return Source(name, schema, None, pieces, inferred)
 

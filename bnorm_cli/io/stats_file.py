@@ -173,6 +173,16 @@ def _bounded_int(text: str) -> int:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused if it holds a key twice (which value would count?)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
 @overload
 def load(path: str | os.PathLike[str]) -> BatchNorm: ...
 @overload
@@ -194,6 +204,7 @@ def load(path: str | os.PathLike[str], cls: type[BatchNorm] = BatchNorm) -> Batc
     try:
         doc = json.loads(
             text,
+            object_pairs_hook=_unique_keys,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
             parse_int=_bounded_int,
@@ -215,6 +226,11 @@ def from_dict(
         and "version" in doc  # a missing version is reported by the schema
         and doc["version"] != VERSION
     ):
+        if str(doc["version"]).strip() == str(VERSION):
+            raise StatsFileError(
+                f"{source}: version is {doc['version']!r} (a string); it must be the number"
+                f" {VERSION}: write \"version\": {VERSION}, or re-create the file with `bnorm fit`"
+            )
         raise StatsFileError(
             f"{source}: statistics file version {doc.get('version')!r} is not supported by this"
             f" bnorm (it reads version {VERSION}); upgrade bnorm, or re-create the file"

@@ -13,7 +13,47 @@ import os
 import re
 import select
 import stat
+import sys
 from typing import Any, BinaryIO
+
+from ..core.errors import DataError, OutputError
+
+
+def stdin() -> BinaryIO:
+    """The binary stdin, or a one-line error when it is closed (``<&-``)."""
+    if sys.stdin is None:
+        raise DataError("stdin is closed (<&-); pipe the data in, or give an input file")
+    return sys.stdin.buffer
+
+
+def stdout() -> BinaryIO:
+    """The binary stdout, or a one-line error when it is closed (``>&-``)."""
+    if sys.stdout is None:
+        raise OutputError("stdout is closed (>&-); redirect it to a file or a pipe")
+    return sys.stdout.buffer
+
+
+def stdout_error(e: OSError) -> OutputError:
+    """A failed write to stdout (``> /dev/full``), as one line naming stdout."""
+    reason = e.strerror or " ".join(str(e).split())
+    return OutputError(f"stdout: cannot write ({reason}); redirect it elsewhere, or give -o PATH")
+
+
+def is_broken_pipe(e: OSError) -> bool:
+    """The reader of stdout went away (``| head``); pyarrow says so only in words."""
+    return isinstance(e, BrokenPipeError) or "Broken pipe" in str(e)
+
+
+def write_stdout(text: str) -> None:
+    """Write text to stdout and flush it, so a full disk is reported here."""
+    out = stdout()
+    try:
+        out.write(text.encode("utf-8"))
+        out.flush()
+    except OSError as e:
+        if is_broken_pipe(e):
+            raise
+        raise stdout_error(e) from None
 
 
 class Recorder(io.RawIOBase):

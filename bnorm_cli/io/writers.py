@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, cast
 
@@ -13,6 +12,7 @@ from ..core.batching import prefetch, prefetch_depth
 from ..core.errors import OutputError
 from ..core.frames import to_polars
 from .atomic import atomic_path, open_mode, writes_through
+from .streams import is_broken_pipe, stdout, stdout_error
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
 PARQUET_ROW_GROUP_ROWS = 1 << 17
@@ -36,9 +36,14 @@ def write_batches(
     if fmt == "ipc" and (target == "-" or target.lower().endswith(".arrows")):
         write = _write_ipc_stream  # the IPC file format needs seeking; a pipe gets the stream
     if target == "-":
-        out = sys.stdout.buffer
-        rows = write(out, schema, _flushed(batches, out))
-        out.flush()
+        out = stdout()
+        try:
+            rows = write(out, schema, _flushed(batches, out))
+            out.flush()
+        except OSError as e:  # /dev/full, ...
+            if is_broken_pipe(e):
+                raise
+            raise stdout_error(e) from None
         return rows
     try:
         with atomic_path(target) as tmp, _open_native(tmp, fmt) as f:
