@@ -16,8 +16,8 @@ import io
 import json
 import math
 import os
-import shutil
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
