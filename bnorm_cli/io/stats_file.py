@@ -229,7 +229,7 @@ def from_dict(
         if str(doc["version"]).strip() == str(VERSION):
             raise StatsFileError(
                 f"{source}: version is {doc['version']!r} (a string); it must be the number"
-                f" {VERSION}: write \"version\": {VERSION}, or re-create the file with `bnorm fit`"
+                f' {VERSION}: write "version": {VERSION}, or re-create the file with `bnorm fit`'
             )
         raise StatsFileError(
             f"{source}: statistics file version {doc.get('version')!r} is not supported by this"
