@@ -142,9 +142,16 @@ class OneLineErrors(TyperGroup):
     """The command group, with Click's parsing errors (``-b abc``, an unknown option)
     as one ``error:`` line and the subcommand's help hint, exit 2, instead of a panel."""
 
-    def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **kw: Any,
+    ) -> Any:
         try:
-            code = super().main(args, *rest, standalone_mode=False, **kw)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         except NoArgsIsHelpError as e:  # `bnorm` alone: the help
             e.show()
             code = e.exit_code
