@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from bnorm_cli.cli import app
-from bnorm_cli.errors import UsageError
-from bnorm_cli.model import BatchNorm
+from bnorm_cli.cli.app import app
+from bnorm_cli.core.errors import UsageError
+from bnorm_cli.core.model import BatchNorm
 
 runner = CliRunner()
 BNORM = f"{shlex.quote(sys.executable)} -m bnorm_cli"
