@@ -98,9 +98,6 @@ def _profile(report_path: str | None) -> Profile | None:
     """What an HTML report needs, gathered during the pass (checked before it starts)."""
     if not report.is_html(report_path):
         return None
-    from ..report.html import _pyplot
-
-    _pyplot()
     return Profile()
 
 
@@ -121,9 +118,11 @@ def _finish(
     quiet: bool,
     model: BatchNorm | None = None,
     profile: Profile | None = None,
+    wrote: tuple[str, ...] = (),
+    parameters: tuple[tuple[str, str], ...] = (),
 ) -> None:
     if report_path and profile is not None and model is not None:
-        _write_html(rep, report_path, model, profile)
+        _write_html(rep, report_path, model, profile, parameters)
     elif report_path:
         report.write(rep, report_path)
     if not quiet:
@@ -132,10 +131,61 @@ def _finish(
         console.show_report(rep)
         for message in rep.warnings:
             console.warn(message)
+    _wrote(quiet, *wrote, *([report_path] if report_path else []))
 
 
-def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profile) -> None:
-    from ..report.html import to_html
+def _wrote(quiet: bool, *what: str) -> None:
+    """Say on stderr what the command wrote ("wrote stats.json (7 columns)")."""
+    if quiet or not what:
+        return
+    from . import console
+
+    for line in what:
+        console.note(f"wrote {line}")
+
+
+def _columns(n: int) -> str:
+    return f"{n:,} column{'' if n == 1 else 's'}"
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def _command_line(command: str) -> str:
+    """The command as typed, when run as `bnorm` (else its name)."""
+    import shlex
+    from pathlib import Path
+
+    if Path(sys.argv[0]).name in ("bnorm", "__main__.py"):
+        return shlex.join(["bnorm", *sys.argv[1:]])
+    return f"bnorm {command}"
+
+
+def _parameters(model: BatchNorm, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """The run's settings, for the HTML report."""
+    momentum = "cumulative" if model.momentum is None else f"{model.momentum:g}"
+    gammas = sorted({f"{v:g}" for v in model.gamma_.values()})
+    betas = sorted({f"{v:g}" for v in model.beta_.values()})
+    return (
+        *extra,
+        ("batch size", f"{model.batch_size:,}"),
+        ("momentum", momentum),
+        ("eps", f"{model.eps:g}"),
+        ("inf", model.inf),
+        ("gamma", ", ".join(gammas) if len(gammas) < 2 else "per column"),
+        ("beta", ", ".join(betas) if len(betas) < 2 else "per column"),
+    )
+
+
+def _write_html(
+    rep: report.Report,
+    path: str,
+    model: BatchNorm,
+    profile: Profile,
+    parameters: tuple[tuple[str, str], ...],
+) -> None:
+    from ..report.html import Run, to_html
 
     population = {}
     for c, m in model.maps("population").items():
@@ -144,7 +194,17 @@ def _write_html(rep: report.Report, path: str, model: BatchNorm, profile: Profil
         if not profile.after(c).size:  # fit: the sample mapped with the final statistics
             x = profile.before(c)
             profile.set_after(c, ((x - m.center_hi) - m.center_lo) * m.scale + m.beta)
-    write_text(path, to_html(rep, profile, population))
+    run = Run(
+        _command_line(rep.command.split()[0]),
+        (("input", rep.source), *parameters),
+        report.passed_through(model),
+        list(rep.warnings),
+    )
+    write_text(path, to_html(rep, profile, population, run))
+
+
+def _output_name(output: str) -> str:
+    return "stdout" if output == "-" else output
 
 
 def _output_format(output: str, fmt: str | None) -> str:
@@ -221,7 +281,8 @@ def fit(
         model.reading_ = reading_record(text, encoding)
         stats_file.save(model, stats)
         rep = report.build("fit", source.name, model, model.rows_, warnings=warnings)
-        _finish(rep, report_path, quiet, model, profile)
+        wrote = (f"{stats} ({_columns(len(model.columns_))})",)
+        _finish(rep, report_path, quiet, model, profile, wrote, _parameters(model))
         if as_json:
             summary = {"stats": stats, **json.loads(report.to_json(rep))}
             streams.write_stdout(json.dumps(summary, indent=2) + "\n")
@@ -316,9 +377,11 @@ def transform(
                 model, source, use.value, _dtype(dtype), inverse, observed, advance, profile
             )
             rows = write_batches(output, out_fmt, schema, batches)
+        wrote = (f"{_output_name(output)} ({_rows(rows)})",)
         if observed is not None:
             rep = report.build("transform", source.name, model, rows, observed, warnings)
-            _finish(rep, report_path, quiet, model, profile)
+            params = _parameters(model, ("statistics", f"{stats} (--use {use.value})"))
+            _finish(rep, report_path, quiet, model, profile, wrote, params)
 
 
 @app.command()
@@ -389,14 +452,17 @@ def normalize(
                     batch_mode=not running,
                 )
 
-            write_batches(output, out_fmt, schema, _checked(batches, check))
+            rows = write_batches(output, out_fmt, schema, _checked(batches, check))
+        wrote = [f"{_output_name(output)} ({_rows(rows)})"]
         if stats:
             model.reading_ = reading_record(text, encoding)
             stats_file.save(model, stats)
+            wrote.append(f"{stats} ({_columns(len(model.columns_))})")
         rep = report.build(
             f"normalize --mode {mode.value}", source.name, model, model.rows_, warnings=warnings
         )
-        _finish(rep, report_path, quiet, model, profile)
+        params = _parameters(model, ("mode", mode.value))
+        _finish(rep, report_path, quiet, model, profile, tuple(wrote), params)
 
 
 @app.command()
@@ -445,6 +511,7 @@ def export(
     output: Output,
     columns: Columns = None,
     strict: Strict = False,
+    quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Write the statistics as a PyTorch BatchNorm1d state_dict or a StandardScaler.
@@ -469,6 +536,7 @@ def export(
 
                 for message in warnings:
                     console.warn(message)
+            _wrote(quiet, f"{output} ({_columns(len(chosen))})")
         else:
             if output == "-":
                 streams.stdout()  # closed (>&-): one line
@@ -477,6 +545,7 @@ def export(
                 streams.write_stdout(text)
             else:
                 write_text(output, text)
+                _wrote(quiet, f"{output} ({_columns(len(chosen))})")
 
 
 # -- helpers -------------------------------------------------------------------

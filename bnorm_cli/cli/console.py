@@ -53,6 +53,11 @@ def error(message: str) -> None:
     )
 
 
+def note(message: str) -> None:
+    """A plain line on stderr (what a command wrote)."""
+    stderr.print(escape(message), soft_wrap=True, highlight=False)
+
+
 def warn(message: str) -> None:
     stderr.print(f"[yellow]warning:[/] {escape(one_line(message))}", soft_wrap=True)
 

@@ -1,119 +1,162 @@
-"""The self-contained HTML report: the per-column table and its plots.
+"""The self-contained HTML report: parameters, the per-column table, and charts.
 
 For each normalized column: a histogram of a row sample before and after
 normalization, and the batch statistics across the stream against the running
 statistics and the population value -- the internal covariate shift that
-Batch Normalization was invented for. Plots are drawn with matplotlib (the
-``html`` extra) and embedded as PNG data URIs, so the file opens offline.
+Batch Normalization was invented for. Charts are inline SVG (`svg.py`), so the
+file opens offline and costs next to nothing to draw.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import math
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.errors import UsageError
-from .profile import Profile
-from .summary import HEADERS, Report, cells, summary
+from ..core.moments import Moments, from_values
+from . import svg
+from .profile import Profile, Trace
+from .summary import HEADERS, Report, cells, fmt, summary
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem;color:#222}
-h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem}
+body{color:#222;max-width:75rem}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem} h3{font-size:1rem;margin-top:1.6rem}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:.5rem 0}
 th,td{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}
-.meta{color:#555} img{max-width:100%;height:auto}
+.meta{color:#555} .warn{background:#fff6d6;padding:.4rem .7rem;border-left:4px solid #e0b000}
+nav a{margin-right:.8rem} .charts svg{margin-right:.6rem;vertical-align:top}
 """
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError(
-            "--report *.html needs matplotlib: pip install 'bnorm[html]' (or use .md/.json)"
-        ) from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+@dataclass(frozen=True)
+class Run:
+    """How the run was made: shown at the top of the report."""
 
-    return plt
+    command: str
+    parameters: Sequence[tuple[str, str]]
+    passed_through: Sequence[tuple[str, str]] = ()  # (column, why it was not normalized)
+    warnings: Sequence[str] = field(default_factory=list)
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], ids: Sequence[str] = ()) -> str:
+    esc = html.escape
+    th = "".join(f"<th>{esc(h)}</th>" for h in head)
+    body = []
+    for i, row in enumerate(rows):
+        first = esc(row[0])
+        if i < len(ids):
+            first = f'<a href="#{ids[i]}">{first}</a>'
+        rest = "".join(f"<td>{esc(v)}</td>" for v in row[1:])
+        body.append(f"<tr><td>{first}</td>{rest}</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _histogram(ax: Any, values: np.ndarray, title: str, color: str) -> None:
-    finite = values[np.isfinite(values)]
-    if finite.size:
-        ax.hist(finite, bins=50, color=color, alpha=0.85)
-    ax.set_title(f"{title} (sample of {finite.size:,})", fontsize=9)
-    ax.tick_params(labelsize=7)
-    ax.locator_params(axis="x", nbins=5)
+def _single_batch(t: Trace, population: tuple[float | None, float | None]) -> str:
+    """One batch: a line plot would be one point, so the numbers instead."""
+    rows = [
+        ["mean", fmt(t.batch_mean[0]), fmt(t.running_mean[0]), fmt(population[0])],
+        ["variance", fmt(t.batch_var[0]), fmt(t.running_var[0]), fmt(population[1])],
+    ]
+    return (
+        "<p class=meta>One batch: the running statistics moved once from their start"
+        " (mean 0, variance 1) toward this batch's.</p>"
+        + _table(["", "batch (unbiased var)", "running", "population"], rows)
+    )
 
 
-def _trace(
-    ax: Any, batch: list[float | None], running: list[float], population: float | None, what: str
-) -> None:
-    xs = np.arange(1, len(running) + 1)
-    ys = np.array([math.nan if v is None else v for v in batch], dtype=float)
-    ax.plot(xs, ys, ".", ms=3, color="#999", label=f"batch {what}")
-    ax.plot(xs, running, "-", color="#1f77b4", label=f"running {what}")
-    if population is not None:
-        ax.axhline(population, color="#d62728", ls="--", lw=1, label=f"population {what}")
-    ax.set_xlabel("batch", fontsize=8)
-    ax.set_title(f"{what} across batches", fontsize=9)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="best")
-
-
-def column_figure(
-    report_row: Any, profile: Profile, population: tuple[float | None, float | None]
+def column_section(
+    name: str, anchor: str, profile: Profile, population: tuple[float | None, float | None]
 ) -> str:
-    """One PNG (as a data URI) with the four panels of a column."""
-    plt = _pyplot()
-    c = report_row.column
-    trace = profile.traces[c]
-    has_trace = bool(trace.running_mean)
-    fig, axes = plt.subplots(1, 4 if has_trace else 2, figsize=(14 if has_trace else 7, 2.6))
-    _histogram(axes[0], profile.before(c), "before", "#7f7f7f")
-    _histogram(axes[1], profile.after(c), "after", "#2ca02c")
-    if has_trace:
-        _trace(axes[2], trace.batch_mean, trace.running_mean, population[0], "mean")
-        _trace(axes[3], trace.batch_var, trace.running_var, population[1], "var")
-    uri = _png(fig)
-    plt.close(fig)
-    return uri
+    """A column's heading and charts."""
+    t = profile.traces.get(name, Trace())
+    charts = [
+        svg.histogram(profile.before(name), "before", "#7f7f7f"),
+        svg.histogram(profile.after(name), "after", "#2ca02c"),
+    ]
+    extra = ""
+    if len(t.running_mean) > 1:
+        charts.append(svg.trace(t.batch_mean, t.running_mean, population[0], "mean"))
+        charts.append(svg.trace(t.batch_var, t.running_var, population[1], "variance"))
+    elif t.running_mean:
+        extra = _single_batch(t, population)
+    return (
+        f'<h3 id="{anchor}">{html.escape(name)}</h3>'
+        f'<div class=charts>{"".join(charts)}</div>{extra}'
+    )
+
+
+def _output_rows(report: Report, profile: Profile) -> tuple[list[list[str]], str]:
+    """The written columns' statistics (exact), or for fit those of the mapped sample."""
+    rows, exact = [], bool(profile.output)
+    for r in report.columns:
+        m: Moments | None = profile.output.get(r.column)
+        if m is None:
+            after = profile.after(r.column)
+            ok = np.isfinite(after)
+            m = from_values(after[ok], int((~ok).sum()))
+        rows.append(
+            [
+                r.column,
+                fmt(m.n),
+                fmt(m.mean, m.std),
+                fmt(m.std),
+                fmt(m.min if m.n else None),
+                fmt(m.max if m.n else None),
+            ]
+        )
+    note = (
+        "every written value"
+        if exact
+        else "the row sample mapped with the fitted statistics (fit writes no data)"
+    )
+    return rows, note
 
 
 def to_html(
-    report: Report, profile: Profile, population: dict[str, tuple[float | None, float | None]]
+    report: Report,
+    profile: Profile,
+    population: Mapping[str, tuple[float | None, float | None]],
+    run: Run | None = None,
 ) -> str:
     """The whole report as one HTML document."""
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in HEADERS)
-    rows = []
-    for r in report.columns:
-        rows.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells(r)) + "</tr>")
-    figures = [
-        f'<h2>{esc(r.column)}</h2><img alt="{esc(r.column)}: histograms and running statistics" '
-        f'src="{column_figure(r, profile, population.get(r.column, (None, None)))}">'
-        for r in report.columns
-    ]
+    run = run or Run(f"bnorm {report.command}", [])
+    anchors = [f"col-{i}" for i in range(len(report.columns))]
     title = f"bnorm {report.command}: {report.source}"
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1><p class=meta>{esc(summary(report))}"
-        " &middot; histograms from a uniform row sample; the trace shows each batch's mean and"
-        " unbiased variance, the running statistics after the batch, and the population value."
-        f"</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        f"{''.join(figures)}</body></html>\n"
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1><p class=meta>{esc(summary(report))}</p>",
+        f"<p><code>{esc(run.command)}</code></p>",
+    ]
+    if run.parameters:
+        parts.append(_table(["parameter", "value"], [list(p) for p in run.parameters]))
+    for w in run.warnings:
+        parts.append(f"<p class=warn>warning: {esc(w)}</p>")
+    if len(report.columns) > 1:
+        links = "".join(
+            f'<a href="#{a}">{esc(r.column)}</a>'
+            for a, r in zip(anchors, report.columns, strict=True)
+        )
+        parts.append(f"<nav><strong>columns:</strong> {links}</nav>")
+    parts.append("<h2>Input statistics</h2>")
+    parts.append(_table(HEADERS, [cells(r) for r in report.columns], anchors))
+    out_rows, note = _output_rows(report, profile)
+    parts.append(f"<h2>Output statistics</h2><p class=meta>Of {esc(note)}.</p>")
+    parts.append(_table(["column", "count", "mean", "std", "min", "max"], out_rows, anchors))
+    if run.passed_through:
+        parts.append("<h2>Passed through unchanged</h2>")
+        parts.append(_table(["column", "why"], [list(p) for p in run.passed_through]))
+    parts.append(
+        "<h2>Columns</h2><p class=meta>Histograms from a uniform row sample; the traces show"
+        " each batch's mean and unbiased variance (dots), the running statistics after the"
+        " batch (line) and the population value (dashed).</p>"
     )
+    for a, r in zip(anchors, report.columns, strict=True):
+        parts.append(column_section(r.column, a, profile, population.get(r.column, (None, None))))
+    parts.append("</body></html>\n")
+    return "".join(parts)

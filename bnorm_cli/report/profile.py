@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from ..core import moments as mom
 from ..core.fold import Running
 from ..core.moments import Moments
 
@@ -41,6 +42,7 @@ class Profile:
         self._before: dict[str, np.ndarray] = {}
         self._after: dict[str, np.ndarray] = {}
         self.traces: dict[str, Trace] = {}
+        self.output: dict[str, Moments] = {}  # exact statistics of the written columns
 
     def _start(self, columns: list[str]) -> None:
         self.columns = columns
@@ -58,6 +60,8 @@ class Profile:
         """Account for one batch (``after``: its normalized columns, if any)."""
         if not self.columns and before.width:
             self._start(before.columns)
+        if after is not None and self.columns:
+            self._add_output(after)
         if moments is not None and running is not None:
             for c in self.columns:
                 t, m, r = self.traces[c], moments[c], running[c]
@@ -77,12 +81,22 @@ class Profile:
         all_keys = np.concatenate([self._keys, keys[take]])
         keep = np.argsort(all_keys, kind="stable")[: self.size]
         self._keys = all_keys[keep]
+        rows = pl.Series(take)  # gather the few sampled rows before converting
+        picked_before = before.select(self.columns)[rows]
+        picked_after = after.select(self.columns)[rows] if after is not None else None
         for c in self.columns:
-            new = before.get_column(c).cast(pl.Float64).to_numpy()[take]
+            new = picked_before.get_column(c).cast(pl.Float64).to_numpy()
             self._before[c] = np.concatenate([self._before[c], new])[keep]
-            if after is not None:
-                out = after.get_column(c).cast(pl.Float64).to_numpy()[take]
+            if picked_after is not None:
+                out = picked_after.get_column(c).cast(pl.Float64).to_numpy()
                 self._after[c] = np.concatenate([self._after[c], out])[keep]
+
+    def _add_output(self, after: pl.DataFrame) -> None:
+        if not after.height:
+            return
+        table = mom.table_moments(after, self.columns, after.height, inf="missing")
+        for c, m in table.moments(0).items():
+            self.output[c] = mom.merge(self.output.get(c, Moments()), m)
 
     def before(self, column: str) -> np.ndarray:
         """Sampled input values (NaN for missing)."""

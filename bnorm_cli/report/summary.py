@@ -91,6 +91,25 @@ def build(
     )
 
 
+def passed_through(model: BatchNorm) -> list[tuple[str, str]]:
+    """The input columns left unchanged, each with the reason."""
+    out = []
+    for name, dtype in model.input_schema_.items():
+        if name in model.columns_:
+            continue
+        numeric = dtype.startswith(("Int", "UInt", "Float"))
+        if name in model.exclude:
+            why = "excluded (-x)"
+        elif not numeric:
+            why = f"not numeric ({dtype})"
+        elif model.columns is not None and name not in model.columns:
+            why = "numeric, but not named by -c"
+        else:
+            why = "not normalized (left out with -c/-x, or not in the statistics file)"
+        out.append((name, why))
+    return out
+
+
 def summary(report: Report) -> str:
     """The line under the table: size, and what the numbers are."""
     rows = f"{report.rows:,} row{'' if report.rows == 1 else 's'}"
