@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import shutil
 import subprocess
@@ -60,12 +59,27 @@ def test_html_report_is_self_contained(tmp_path: Path, data: Path, command: str)
     text = html.read_text(encoding="utf-8")
     assert text.startswith("<!doctype html>")
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", text), "must open offline"
-    images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
-    assert len(images) == 2  # one figure per normalized column
-    for img in images:
-        assert base64.b64decode(img).startswith(b"\x89PNG")
-    assert "<td>a</td>" in text and "<td>b</td>" in text
+    assert text.count("<svg") == 8  # per column: two histograms, two traces
+    assert '<a href="#col-0">a</a>' in text and '<a href="#col-1">b</a>' in text
     assert "3,000" in text
+    assert "<td>batch size</td><td>100</td>" in text
+    assert "Output statistics" in text
+    assert "<td>t</td><td>not numeric (String)</td>" in text  # passed through, and why
+
+
+def test_html_report_single_batch_and_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "in.parquet"
+    pl.DataFrame({"a": [1.0, 2.0, 4.0], "big": [2**60, 1, 2], "x": [1, 2, 3]}).write_parquet(path)
+    html = tmp_path / "r.html"
+    args = ["fit", str(path), "-s", str(tmp_path / "s.json"), "-x", "x", "--report", str(html)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = html.read_text(encoding="utf-8")
+    assert "One batch" in text and text.count("<svg") == 4  # histograms only, numbers instead
+    assert "warning:" in text and "2^53" in text
+    assert "<td>x</td><td>excluded (-x)</td>" in text
+    assert f"wrote {tmp_path / 's.json'} (2 columns)" in result.stderr
+    assert f"wrote {html}" in result.stderr
 
 
 def test_profile_sample_is_bounded_and_paired() -> None:
