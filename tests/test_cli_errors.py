@@ -220,3 +220,45 @@ def test_parsing_errors_are_one_line(args: list[str], command: str | None) -> No
     one_line(result, 2)
     where = f"bnorm {command}" if command else "bnorm"
     assert result.stderr.splitlines()[1] == f"Try '{where} --help' for help."
+
+
+# -- issue 11 E: what people read ----------------------------------------------------------------
+def test_report_table_never_drops_digits_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from bnorm_cli.cli import console
+    from bnorm_cli.report.summary import Report, Row
+
+    narrow = Console(width=80, file=io.StringIO(), record=True)
+    monkeypatch.setattr(console, "stderr", narrow)
+    row = Row(
+        "a_long_column_name", 3236123456, 123456789, 123456.789, 1e-5, -9.87654e4, 98765.4, 1.5, 2.5
+    )
+    console.show_report(Report("fit", "x.csv", 3236123456, 50000, [row]))
+    text = "".join(narrow.export_text().split())  # a folded number reads on when joined
+    assert "…" not in text
+    assert "3,236,123,456" in text and "123,456,789" in text
+
+
+def test_help_lists_every_format_and_html_report() -> None:
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout
+    for name in ("CSV", "TSV", "Parquet", "Arrow IPC", "NDJSON"):
+        assert name in top
+    fit = runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "200"}).stdout
+    assert ".html" in fit
+    quiet = next(line for line in fit.splitlines() if "--quiet" in line)
+    assert "<bool>" not in quiet
+
+
+def test_each_command_says_what_it_wrote(stats: Path) -> None:
+    out = stats.parent / "o.csv"
+    result = runner.invoke(
+        app, ["transform", str(stats.parent / "d.csv"), "-s", str(stats), "-o", str(out)]
+    )
+    assert f"wrote {out} (4 rows)" in result.stderr
+    quiet = runner.invoke(
+        app, ["transform", str(stats.parent / "d.csv"), "-s", str(stats), "-o", str(out), "-q"]
+    )
+    assert quiet.stderr == ""

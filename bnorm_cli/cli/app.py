@@ -83,7 +83,12 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "-V", "--version", callback=_version, is_eager=True, help="Show the version and exit."
+            "-V",
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the version and exit.",
+            metavar="",
         ),
     ] = False,
 ) -> None:
@@ -243,7 +248,10 @@ def fit(
     inf: Inf = InfOpt.error,
     report_path: ReportPath = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the report as JSON on stdout (for scripts).")
+        bool,
+        typer.Option(
+            "--json", help="Print the report as JSON on stdout (for scripts).", metavar=""
+        ),
     ] = False,
     quiet: Quiet = False,
     strict: Strict = False,
@@ -297,7 +305,10 @@ def transform(
         UseStats, typer.Option("--use", help="Population statistics, or the running ones.")
     ] = UseStats.population,
     inverse: Annotated[
-        bool, typer.Option("--inverse", help="Map normalized data back to the original units.")
+        bool,
+        typer.Option(
+            "--inverse", help="Map normalized data back to the original units.", metavar=""
+        ),
     ] = False,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     eps: Annotated[
@@ -469,7 +480,7 @@ def normalize(
 def inspect(
     stats: Annotated[str, typer.Argument(help="Statistics file.", show_default=False)],
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the validated file as JSON on stdout.")
+        bool, typer.Option("--json", help="Print the validated file as JSON on stdout.", metavar="")
     ] = False,
     debug: Debug = False,
 ) -> None:

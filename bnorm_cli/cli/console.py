@@ -70,7 +70,8 @@ def show_report(report: Report) -> None:
         box=box.SIMPLE_HEAD,
     )
     for i, h in enumerate(HEADERS):
-        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+        # fold, never truncate: a narrow terminal wraps a long number onto a second line
+        table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
     for r in report.columns:
         name, *numbers = cells(r)
         table.add_row(escape(name), *numbers)

@@ -122,13 +122,19 @@ OutputFormat = Annotated[
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Type of the normalized columns.")]
 ReportPath = Annotated[
     str | None,
-    typer.Option("--report", help="Also write the report to a .md or .json file.", metavar="PATH"),
+    typer.Option(
+        "--report",
+        help="Also write the report to a file: .md, .json, or .html (with charts).",
+        metavar="PATH",
+    ),
 ]
 Quiet = Annotated[
     bool,
-    typer.Option("-q", "--quiet", help="No progress bar and no report on stderr; errors only."),
+    typer.Option(
+        "-q", "--quiet", help="No progress bar and no report on stderr; errors only.", metavar=""
+    ),
 ]
-Debug = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.", metavar="")]
 Delimiter = Annotated[
     str | None,
     typer.Option(
@@ -153,6 +159,7 @@ NoDefaultNulls = Annotated[
     typer.Option(
         "--no-default-null-values",
         help="Only empty fields and --null-values are missing, not NA, NULL, ...",
+        metavar="",
     ),
 ]
 DecimalComma = Annotated[
@@ -160,6 +167,7 @@ DecimalComma = Annotated[
     typer.Option(
         "--decimal-comma",
         help="Numbers in CSV/TSV input are written 1,5 (with --delimiter ';', say).",
+        metavar="",
     ),
 ]
 Strict = Annotated[
@@ -168,6 +176,7 @@ Strict = Annotated[
         "--strict",
         help="Make warnings errors (exit 1, nothing written): unconverged running"
         " statistics, eps above the variance, ordered data, row ids.",
+        metavar="",
     ),
 ]
 Inf = Annotated[

@@ -85,7 +85,7 @@ def column_section(
         extra = _single_batch(t, population)
     return (
         f'<h3 id="{anchor}">{html.escape(name)}</h3>'
-        f'<div class=charts>{"".join(charts)}</div>{extra}'
+        f"<div class=charts>{''.join(charts)}</div>{extra}"
     )
 
 

@@ -87,8 +87,7 @@ def trace(
         return f"{(i + 1) * kx + cx:.1f},{v * ky + cy:.1f}"
 
     dots = "".join(
-        f'<circle cx="{pt(i, v).split(",")[0]}" cy="{pt(i, v).split(",")[1]}" r="1.5"'
-        ' fill="#999"/>'
+        f'<circle cx="{pt(i, v).split(",")[0]}" cy="{pt(i, v).split(",")[1]}" r="1.5" fill="#999"/>'
         for i in idx
         if (v := batch[i]) is not None and math.isfinite(v)
     )
