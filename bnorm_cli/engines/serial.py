@@ -63,6 +63,8 @@ class Profile(Protocol):
         running: Mapping[str, Running] | None = None,
     ) -> None: ...
 
+    def add_trace(self, moments: Mapping[str, Moments], running: Mapping[str, Running]) -> None: ...
+
 
 def output_schema(schema: pa.Schema, columns: list[str], dtype: type[pl.DataType]) -> pa.Schema:
     """The input schema with each normalized column turned into float64/float32."""
@@ -248,7 +250,9 @@ def transform(
             rows += batch.num_rows
             out = apply_maps(frame, maps, dtype, inverse=inverse)
             if profile is not None:
-                profile.add_batch(frame, out, table.moments(0) if table else None, running)
+                profile.add_batch(frame, out)
+                for i in range(len(table) if table is not None else 0):  # a piece: many batches
+                    profile.add_trace(table.moments(i), running)  # type: ignore[union-attr]
             progress(batch.num_rows)
             yield _replace(batch, out, schema)
 

@@ -63,12 +63,7 @@ class Profile:
         if after is not None and self.columns:
             self._add_output(after)
         if moments is not None and running is not None:
-            for c in self.columns:
-                t, m, r = self.traces[c], moments[c], running[c]
-                t.batch_mean.append(m.mean)
-                t.batch_var.append(m.var_unbiased)
-                t.running_mean.append(r.mean)
-                t.running_var.append(r.var)
+            self.add_trace(moments, running)
         keys = self._rng.random(before.height)
         threshold = (
             np.partition(self._keys, self.size - 1)[self.size - 1]
@@ -90,6 +85,15 @@ class Profile:
             if picked_after is not None:
                 out = picked_after.get_column(c).cast(pl.Float64).to_numpy()
                 self._after[c] = np.concatenate([self._after[c], out])[keep]
+
+    def add_trace(self, moments: Mapping[str, Moments], running: Mapping[str, Running]) -> None:
+        """One batch's statistics, and the running ones after it, for the traces."""
+        for c in self.columns:
+            t, m, r = self.traces[c], moments[c], running[c]
+            t.batch_mean.append(m.mean)
+            t.batch_var.append(m.var_unbiased)
+            t.running_mean.append(r.mean)
+            t.running_var.append(r.var)
 
     def _add_output(self, after: pl.DataFrame) -> None:
         if not after.height:
