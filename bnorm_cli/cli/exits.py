@@ -87,7 +87,7 @@ def handled(debug: bool) -> Iterator[None]:
             raise
         from . import console  # Rich only when there is something to say
 
-        console.error(str(e))
+        console.error(e.cli_message())
         if e.exit_code == 2:
             console.stderr.print("Try 'bnorm --help' for help.", highlight=False)
         raise typer.Exit(e.exit_code) from None
