@@ -103,3 +103,33 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     imports = _imports("bnorm_cli.core.bad", bad)
     assert ("bnorm_cli.io.readers", 1) in imports
     assert _rank("bnorm_cli.io.readers") > _rank("bnorm_cli.core.bad")
+
+
+def test_core_messages_name_options_without_cli_flags() -> None:
+    """The core writes `opt(...)`; the CLI phrases flags, Python gets parameter names."""
+    import re
+
+    from bnorm_cli.core.errors import DataError, opt, phrase
+
+    flag = re.compile(r"(^|[\s(\"'])-(-[a-z]|[a-z]\b)")
+    for module, path in MODULES.items():
+        if _layer(module) != "core":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if id(node) in docstrings or node.value.startswith("-"):  # CLI_FLAGS values
+                    continue
+                assert not flag.search(node.value), f"{path.name}:{node.lineno}: {node.value!r}"
+    text = f"use {opt('inf', 'missing')}, {opt('exclude', 'x')} or a smaller {opt('batch_size')}"
+    assert phrase(text, cli=True) == "use --inf missing, -x x or a smaller --batch-size"
+    assert phrase(text) == "use inf='missing', exclude=['x'] or a smaller batch_size"
+    err = DataError(f"bad; {opt('eps', 0)}")
+    assert str(err) == "bad; eps=0" and err.cli_message() == "bad; --eps 0"

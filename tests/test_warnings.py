@@ -131,7 +131,9 @@ def test_batches_too_small_to_update(tmp_path: Path) -> None:
     stats = tmp_path / "s.json"
     run("fit", data, "-s", stats, "-b", 1, "-q")
     code, _, err = run("transform", data, "-s", stats, "-o", tmp_path / "o.csv", "--use", "running")
-    assert any("were never updated" in w and "use a larger -b" in w for w in warnings_of(err))
+    assert any(
+        "were never updated" in w and "use a larger --batch-size" in w for w in warnings_of(err)
+    )
 
 
 def test_the_rules_against_direct_computations() -> None:

@@ -564,7 +564,7 @@ def export(
 def _warnings(model: BatchNorm, strict: bool, read: Sequence[str] = (), **kinds: bool) -> list[str]:
     """The run's warnings (how the input was read, ``model.warnings_``,
     `BatchNorm.diagnose`); with --strict the first is an error."""
-    found = [*read, *model.warnings_, *model.diagnose(**kinds)]
+    found = [*read, *model.noted(cli=True), *model.diagnose(cli=True, **kinds)]
     if strict and found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise DataError(f"--strict: {found[0]}{more}")

@@ -105,11 +105,11 @@ def handled(debug: bool, command: str | None = None) -> Iterator[None]:
         if debug:
             raise
         if e.exit_code == 2:
-            _usage_error(str(e), command)
+            _usage_error(e.cli_message(), command)
         else:
             from . import console
 
-            console.error(str(e))
+            console.error(e.cli_message())
         raise typer.Exit(e.exit_code) from None
     except BrokenPipeError:
         _quiet_broken_pipe()

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import opt
 from .fold import Momentum, Population, RunningState
 from .moments import MomentsTable
 
@@ -153,7 +154,7 @@ def running_messages(
     if never:
         out.append(
             f"{_names(never)}: no batch had 2 or more valid values, so the running statistics"
-            " were never updated (still the 0/1 start); use a larger -b"
+            f" were never updated (still the 0/1 start); use a larger {opt('batch_size')}"
         )
     by_updates: dict[int, list[str]] = {}
     for j, c in enumerate(columns):
@@ -166,7 +167,7 @@ def running_messages(
         out.append(
             f"{_names(names)}: running statistics have not converged (the 0/1 start still"
             f" weighs {w:.0%} after {k} update{'' if k == 1 else 's'}); use"
-            " --momentum cumulative or a smaller -b"
+            f" {opt('momentum', 'cumulative')} or a smaller {opt('batch_size')}"
         )
     return out
 
@@ -200,7 +201,8 @@ def fit_messages(
         if pop.n[j] > 1 and pop.var[j] > 0 and ratio[j] < EPS_RATIO:
             out.append(
                 f'column "{c}": eps {eps:g} dominates its variance {pop.var[j]:.3g} (the'
-                f" normalized std is {ratio[j]:.3g}, not 1); use --eps 0 or a smaller --eps"
+                f" normalized std is {ratio[j]:.3g}, not 1); use {opt('eps', 0)} or a"
+                f" smaller {opt('eps')}"
             )
         is_id = bool(integer[j] and row_id[j] and pop.n[j] > 1)
         shifting = abs(rho[j]) > TREND_RHO and spread[j] > TREND_SPREAD * chance[j]
@@ -213,7 +215,7 @@ def fit_messages(
         if is_id:
             out.append(
                 f'column "{c}": strictly increasing integers, like a row id; leave it out'
-                f" with -x {c}"
+                f" with {opt('exclude', c)}"
             )
     return out
 
@@ -226,5 +228,5 @@ def batch_mode_messages(columns: Sequence[str], run: RunningState, batches: int)
         return []
     return [
         f"{_names(never)}: no batch had 2 or more valid values, so batch mode mapped every"
-        " value to beta; use a larger -b"
+        f" value to beta; use a larger {opt('batch_size')}"
     ]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from .errors import DataError
+from .errors import DataError, opt
 from .fold import Population, RunningState
 from .moments import MomentsTable
 
@@ -103,7 +103,7 @@ def check_finite_var(var: np.ndarray, columns: Sequence[str], what: str) -> None
         batch = int(at[0]) if var.ndim == 2 else None
         raise DataError(
             f'column "{column}": its {what} variance exceeds the float64 range; rescale the'
-            f" column or leave it out with -x {column}",
+            f" column or leave it out with {opt('exclude', column)}",
             column=column,
             batch=batch,
         )

@@ -28,7 +28,7 @@ import pyarrow as pa
 from . import diagnostics
 from . import maps as mp
 from .diagnostics import Trend
-from .errors import DataError, UsageError, did_you_mean
+from .errors import DataError, UsageError, did_you_mean, opt, phrase
 from .fold import Fold, Momentum, Population, Running, RunningState
 from .frames import to_polars
 from .moments import Moments, MomentsTable, table_moments
@@ -101,8 +101,8 @@ class BatchNorm:
         self.batch_size = check_batch_size(batch_size)
         self.momentum: Momentum = check_momentum(momentum)
         self.eps = check_eps(eps)
-        self.columns = _names(columns, "--columns") if columns is not None else None
-        self.exclude = _names(exclude, "--exclude")
+        self.columns = _names(columns, opt("columns")) if columns is not None else None
+        self.exclude = _names(exclude, opt("exclude"))
         self.gamma = check_per_column(gamma, "gamma")
         self.beta = check_per_column(beta, "beta")
         self.inf: InfPolicy = check_inf(inf)
@@ -184,7 +184,12 @@ class BatchNorm:
 
     @property
     def warnings_(self) -> list[str]:
-        return self.state_.warnings if self.state_ else []
+        """What the pass noticed (e.g. integers beyond 2^53), options as parameters."""
+        return [phrase(w) for w in self.state_.warnings] if self.state_ else []
+
+    def noted(self, cli: bool = False) -> list[str]:
+        """`warnings_`, with options as command-line flags when ``cli``."""
+        return [phrase(w, cli) for w in self.state_.warnings] if self.state_ else []
 
     # -- starting ----------------------------------------------------------------
     def select_columns(self, schema: pl.Schema) -> list[str]:
@@ -192,7 +197,7 @@ class BatchNorm:
         names = list(schema.names())
         for name in [*(self.columns or []), *self.exclude]:
             if name not in schema:
-                flag = "--columns" if name in (self.columns or []) else "--exclude"
+                flag = opt("columns" if name in (self.columns or []) else "exclude")
                 raise UsageError(
                     f'{flag}: no column "{name}" in the input{did_you_mean(name, names)}'
                 )
@@ -200,7 +205,7 @@ class BatchNorm:
             for name in self.columns:
                 if name not in self.exclude and not is_numeric(schema[name]):
                     raise UsageError(
-                        f'--columns: column "{name}" is {schema[name]}, not numeric;'
+                        f'{opt("columns")}: column "{name}" is {schema[name]}, not numeric;'
                         " only numeric columns can be normalized"
                     )
             chosen = [c for c in names if c in self.columns]
@@ -321,17 +326,22 @@ class BatchNorm:
             if top > 2.0**53:
                 msg = (
                     f'column "{c}": integers beyond 2^53 are rounded to the nearest float64'
-                    " before normalizing; exclude it with -x if exact integers matter"
+                    f" before normalizing; leave it out with {opt('exclude', c)} if exact"
+                    " integers matter"
                 )
                 if msg not in state.warnings:
                     state.warnings.append(msg)
 
     def diagnose(
-        self, uses_running: bool = False, fitting: bool = True, batch_mode: bool = False
+        self,
+        uses_running: bool = False,
+        fitting: bool = True,
+        batch_mode: bool = False,
+        cli: bool = False,
     ) -> list[str]:
         """One-line warnings where the statistics are likely not what was meant
         (see `diagnostics`): about the fit, and about the running statistics when
-        they are used."""
+        they are used. Options are named as parameters, or as flags with ``cli``."""
         s = self._state()
         out = []
         if fitting and s.trend is not None:
@@ -343,7 +353,7 @@ class BatchNorm:
             out += diagnostics.running_messages(s.columns, s.running, self.momentum, s.fold.batches)
         if batch_mode:
             out += diagnostics.batch_mode_messages(s.columns, s.running, s.fold.batches)
-        return out
+        return [phrase(w, cli) for w in out]
 
     def not_converged(self) -> list[str]:
         """Columns whose running statistics still weigh their 0/1 start over 5%."""
@@ -420,7 +430,7 @@ class BatchNorm:
         for c, m in maps.items():
             if m.scale == 0.0:
                 raise UsageError(
-                    f'--inverse: column "{c}" has gamma 0, so the map cannot be inverted',
+                    f'{opt("inverse")}: column "{c}" has gamma 0, so the map cannot be inverted',
                     column=c,
                 )
 
@@ -488,7 +498,8 @@ class BatchNorm:
         for name in [*(columns or []), *(exclude or [])]:
             if name not in s.columns:
                 raise UsageError(
-                    f'-c/-x: "{name}" is not a column of the statistics file'
+                    f'{opt("columns")}/{opt("exclude")}: "{name}" is not a column of the'
+                    " statistics file"
                     f"{did_you_mean(name, s.columns)}",
                     column=name,
                 )
@@ -546,9 +557,9 @@ def _like(data: Data, out: pl.DataFrame) -> pl.DataFrame | pa.Table:
 # -- validation: every option is checked here, once --------------------------------
 def check_batch_size(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise UsageError(f"--batch-size must be a positive integer, got {value!r}")
+        raise UsageError(f"{opt('batch_size')} must be a positive integer, got {value!r}")
     if value >= 2**63:
-        raise UsageError(f"--batch-size must be below 2^63, got {value!r}")
+        raise UsageError(f"{opt('batch_size')} must be below 2^63, got {value!r}")
     return int(value)
 
 
@@ -559,7 +570,7 @@ def check_eps(value: float) -> float:
         or not math.isfinite(value)
         or value < 0
     ):
-        raise UsageError(f"--eps must be a finite number >= 0, got {value!r}")
+        raise UsageError(f"{opt('eps')} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -571,16 +582,18 @@ def check_momentum(value: float | str | None) -> Momentum:
         m = float(value)
     except (TypeError, ValueError):
         raise UsageError(
-            f'--momentum must be a number in [0, 1] or "cumulative", got {value!r}'
+            f'{opt("momentum")} must be a number in [0, 1] or "cumulative", got {value!r}'
         ) from None
     if not 0.0 <= m <= 1.0:
-        raise UsageError(f'--momentum must be a number in [0, 1] or "cumulative", got {value!r}')
+        raise UsageError(
+            f'{opt("momentum")} must be a number in [0, 1] or "cumulative", got {value!r}'
+        )
     return m
 
 
 def check_inf(value: str) -> InfPolicy:
     if value not in ("error", "missing"):
-        raise UsageError(f'--inf must be "error" or "missing", got {value!r}')
+        raise UsageError(f'{opt("inf")} must be "error" or "missing", got {value!r}')
     return value  # type: ignore[return-value]
 
 
@@ -591,9 +604,9 @@ def check_per_column(spec: float | Mapping[str, float], what: str) -> float | di
         try:
             v = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise UsageError(f"--{what}{where}: expected a number, got {value!r}") from None
+            raise UsageError(f"{opt(what)}{where}: expected a number, got {value!r}") from None
         if not math.isfinite(v):
-            raise UsageError(f"--{what}{where}: must be a finite number, got {value!r}")
+            raise UsageError(f"{opt(what)}{where}: must be a finite number, got {value!r}")
         return v
 
     if isinstance(spec, Mapping):
@@ -614,7 +627,7 @@ def resolve_per_column(
     for name in spec:
         if name != "*" and name not in columns:
             raise UsageError(
-                f'--{what}: "{name}" is not a normalized column{did_you_mean(name, columns)}',
+                f'{opt(what)}: "{name}" is not a normalized column{did_you_mean(name, columns)}',
                 column=name,
             )
     return {c: float(spec.get(c, fallback)) for c in columns}

@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .errors import DataError
+from .errors import DataError, opt
 
 # Scale by a power of two only when squares or sums could leave float64's range.
 _SCALE_ABOVE_EXP = 500
@@ -354,7 +354,7 @@ def _block_moments(
                 row = first_row + int(i) * stride + int(at) + 1
                 raise DataError(
                     f'column "{name}", row {row}: value {x[i, at]}; infinite values have no'
-                    " mean or variance (use --inf missing to treat them like NaN)",
+                    f" mean or variance (use {opt('inf', 'missing')} to treat them like NaN)",
                     column=name,
                     row=row,
                 )

@@ -99,7 +99,7 @@ def _located(source: Source, batch_size: int, err: DataError, first_row: int) ->
     row = err.row if err.row is not None else first_row + 1
     batch = (row - 1) // batch_size + 1
     return DataError(
-        f"{source.name}: batch {batch}: {err}",
+        f"{source.name}: batch {batch}: {err.raw}",
         file=source.name,
         column=err.column,
         row=err.row,
@@ -215,7 +215,7 @@ def transform(
     try:
         model.check_schema(polars_schema(source.schema))
     except DataError as e:
-        raise DataError(f"{source.name}: {e}", file=source.name, column=e.column) from None
+        raise DataError(f"{source.name}: {e.raw}", file=source.name, column=e.column) from None
     columns = model.columns_
     schema = output_schema(source.schema, columns, dtype)
     maps = model.maps(use)

@@ -286,7 +286,7 @@ def _to_numbers(
             try:
                 arrays[i] = _text_to_float(arrays[i], missing, decimal, c, rows)
             except DataError as e:
-                raise DataError(f"{name}: {e}") from None
+                raise DataError(f"{name}: {e.raw}") from None
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
         rows += batch.num_rows
 
