@@ -564,3 +564,14 @@ def test_a_fifo_input_is_opened_once(work: Path, suffix: str) -> None:
     assert run.returncode == 0, run.stderr
     stats = json.loads((work / "s.json").read_text())
     assert stats["rows"] == 3000 and sorted(stats["columns"]) == ["a", "b"]
+
+
+def test_normalize_publishes_nothing_when_its_statistics_cannot_be_written(work: Path) -> None:
+    """The statistics file is written before the data output is renamed into place."""
+    full = private_device(work, "full", 7)
+    before = set(p.name for p in work.iterdir())
+    outcome = invoke(["normalize", "data.csv", "-o", "n.csv", "-s", full, "-q"])
+    assert outcome[0] == 1, outcome[2]
+    assert "full" in outcome[2]
+    assert set(p.name for p in work.iterdir()) == before  # no n.csv, no temporary file
+    assert_device(full)

@@ -463,12 +463,14 @@ def normalize(
                     uses_running=running,
                     batch_mode=not running,
                 )
+                if stats:  # before the data output is renamed into place: a statistics
+                    # file that cannot be written leaves no published output either
+                    model.reading_ = reading_record(text, encoding)
+                    stats_file.save(model, stats)
 
             rows = write_batches(output, out_fmt, schema, _checked(batches, check))
         wrote = [f"{_output_name(output)} ({_rows(rows)})"]
         if stats:
-            model.reading_ = reading_record(text, encoding)
-            stats_file.save(model, stats)
             wrote.append(f"{stats} ({_columns(len(model.columns_))})")
         rep = report.build(
             f"normalize --mode {mode.value}", source.name, model, model.rows_, warnings=warnings
