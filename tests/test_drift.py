@@ -352,3 +352,12 @@ def test_drift_reads_only_the_compared_columns(
     monkeypatch.setattr(app_module, "open_inputs", spy)
     _run(["drift", files["stats"], files["moved"], "-c", "b", "-q"])
     assert seen and all(names == ["b"] for names in seen)
+
+
+def test_the_gate_is_exit_3_under_strict(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    args = ["-o", out, "--fail-on-drift", "--strict", "-q"]
+    _run(["transform", files["moved"], "-s", files["stats"], *args], code=3)
+    assert not out.exists()
+    _run(["transform", files["same"], "-s", files["stats"], *args])
+    assert out.exists()
