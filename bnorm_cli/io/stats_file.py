@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any, TypeVar, overload
 
 import numpy as np
@@ -182,7 +183,17 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
 
 
 def dumps(model: BatchNorm) -> str:
-    return json.dumps(to_dict(model), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(to_dict(model), indent=2, allow_nan=False)
+    # a sketch's runs of counts on one line each, not one count per line (4x smaller)
+    return _INT_LIST.sub(_one_line, text) + "\n"
+
+
+def _one_line(m: re.Match[str]) -> str:
+    return "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]"
+
+
+#: A JSON array of integers spread over lines by ``indent``.
+_INT_LIST = re.compile(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]")
 
 
 def save(model: BatchNorm, path: str | os.PathLike[str]) -> None:
