@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import polars as pl
 
-from .errors import BnormError, UsageError
+from .errors import BnormError, UsageError, opt
 from .fold import Population, group_population, merge_population
 from .moments import Moments, MomentsTable, table_moments
 from .sketch import NO_EXP, Histogram, Summary
@@ -103,7 +103,7 @@ class Thresholds:
             metric = ALIASES.get(name.strip().lower())
             if not sep or metric is None:
                 raise UsageError(
-                    f"--drift-threshold {spec!r}: expected NAME=VALUE with NAME one of"
+                    f"{opt('drift_threshold')} {spec!r}: expected NAME=VALUE with NAME one of"
                     " psi, smd, vr, ks, w1, null, outside"
                     " (e.g. ks=0.1, psi=0.1,0.25, vr=0.5,2, smd=off)"
                 )
@@ -113,22 +113,24 @@ class Thresholds:
             try:
                 numbers = [float(v) for v in value.split(",")]
             except ValueError:
-                raise UsageError(f"--drift-threshold {spec!r}: {value!r} is not a number") from None
+                raise UsageError(
+                    f"{opt('drift_threshold')} {spec!r}: {value!r} is not a number"
+                ) from None
             if len(numbers) not in (1, 2) or not all(math.isfinite(v) for v in numbers):
                 raise UsageError(
-                    f"--drift-threshold {spec!r}: give one number (drift) or two (warn,drift)"
+                    f"{opt('drift_threshold')} {spec!r}: one number (drift) or two (warn,drift)"
                 )
             if metric == "variance_ratio":
                 if len(numbers) == 1:  # vr=2 means [1/2, 2]
                     numbers = [1.0 / abs(numbers[0]), abs(numbers[0])] if numbers[0] else [0, 0]
                 low, high = sorted(numbers)
                 if low <= 0:
-                    raise UsageError(f"--drift-threshold {spec!r}: variance ratios are > 0")
+                    raise UsageError(f"{opt('drift_threshold')} {spec!r}: variance ratios are > 0")
                 out = replace(out, variance_ratio=(low, high))
                 continue
             warn, drift = (numbers[0], numbers[0]) if len(numbers) == 1 else tuple(numbers)
             if not 0 <= warn <= drift:
-                raise UsageError(f"--drift-threshold {spec!r}: need 0 <= warn <= drift")
+                raise UsageError(f"{opt('drift_threshold')} {spec!r}: need 0 <= warn <= drift")
             out = replace(out, **{metric: (warn, drift)})
         return out
 
