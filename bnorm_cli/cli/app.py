@@ -14,7 +14,8 @@ import polars as pl
 import pyarrow as pa
 import typer
 
-from ..core.errors import DataError, UsageError
+from ..core import drift as dr
+from ..core.errors import DataError, StatsFileError, UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..engines import serial
 from ..io import stats_file, streams
@@ -22,6 +23,7 @@ from ..io.atomic import check_run_paths, write_text, writes_through
 from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
+from ..report import drift as drift_report
 from ..report import summary as report
 from ..report.profile import Profile
 from ..version import __version__
@@ -33,11 +35,14 @@ from .options import (
     Debug,
     DecimalComma,
     Delimiter,
+    DriftReport,
+    DriftThreshold,
     DType,
     DTypeOpt,
     Encoding,
     Eps,
     Exclude,
+    FailOnDrift,
     Gamma,
     Inf,
     InfOpt,
@@ -248,6 +253,13 @@ def fit(
     decimal_comma: DecimalComma = False,
     inf: Inf = InfOpt.error,
     report_path: ReportPath = None,
+    sketch: Annotated[
+        bool,
+        typer.Option(
+            "--sketch/--no-sketch",
+            help="Record each column's distribution summary (what `bnorm drift` compares with).",
+        ),
+    ] = True,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -261,10 +273,11 @@ def fit(
     """Stream the input once and write its statistics file.
 
     Records the exact population mean/variance and PyTorch-style running
-    statistics of every normalized column, plus gamma and beta.
+    statistics of every normalized column, plus gamma and beta, and (unless
+    --no-sketch) each column's distribution summary for `bnorm drift`.
     """
     with handled(debug, "bnorm fit"):
-        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
+        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -344,6 +357,17 @@ def transform(
         ),
     ] = None,
     report_path: ReportPath = None,
+    drift: Annotated[
+        bool,
+        typer.Option(
+            "--drift",
+            help="Also compare the input with the fitted data (drift table; one warning line"
+            " per drifted column), in the same pass.",
+        ),
+    ] = False,
+    fail_on_drift: FailOnDrift = False,
+    drift_threshold: DriftThreshold = None,
+    drift_report_path: DriftReport = None,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -352,6 +376,16 @@ def transform(
     from ..io.writers import write_batches
 
     with handled(debug, "bnorm transform"):
+        drift = drift or fail_on_drift or drift_report_path is not None
+        thresholds = dr.Thresholds.parse(drift_threshold)
+        if drift_threshold and not drift:
+            raise UsageError("--drift-threshold needs --drift (or --fail-on-drift)")
+        if fail_on_drift and not _withholdable(output):
+            raise UsageError(
+                f"--fail-on-drift: drift is known only after the last row, and the output"
+                f" {'stdout' if output == '-' else output} cannot be withheld; run"
+                " `bnorm drift STATS INPUT` first, or write to a file (-o out.parquet)"
+            )
         loaded = stats_file.load(stats)
         model = loaded.adjusted(
             columns=names(columns),
@@ -370,7 +404,9 @@ def transform(
             report.check_report_path(report_path)
         profile = _profile(report_path)
         out_fmt = _output_format(output, output_format)
-        _check_paths([*inputs, stats], o=output, report=report_path)
+        _check_paths([*inputs, stats], o=output, report=report_path, drift_report=drift_report_path)
+        _check_drift_report(drift_report_path)
+        watch = _watch(model, stats) if drift else None
         # CSV is read as fit read it, unless told otherwise
         recorded = loaded.reading_
         saved = recorded.get("encoding")
@@ -384,16 +420,144 @@ def transform(
         )
         wanted = report_path is not None or not quiet
         observed: dict[str, Any] | None = {} if wanted else None
+
+        def gate() -> None:  # after the last row, before the output is complete
+            assert watch is not None
+            found = dr.drifted(watch.results(thresholds))
+            if found:
+                names = ", ".join(d.column for d in found)
+                raise dr.DriftFound(
+                    f"{source.name}: {len(found)} column(s) drifted from {stats} ({names});"
+                    " the output was not written (--fail-on-drift)",
+                    found,
+                )
+
         with _progress("transform", source.total_rows, quiet) as advance:
             schema, batches = serial.transform(
-                model, source, use.value, _dtype(dtype), inverse, observed, advance, profile
+                model,
+                source,
+                use.value,
+                _dtype(dtype),
+                inverse,
+                observed,
+                advance,
+                profile,
+                watch=watch,
+                gate=gate if fail_on_drift else None,
             )
-            rows = write_batches(output, out_fmt, schema, batches)
+            try:
+                rows = write_batches(output, out_fmt, schema, batches)
+            except dr.DriftFound:
+                assert watch is not None
+                _finish_drift(
+                    "transform",
+                    stats,
+                    source.name,
+                    watch,
+                    thresholds,
+                    drift_report_path,
+                    quiet,
+                    warn=False,
+                )
+                raise
         wrote = (f"{_output_name(output)} ({_rows(rows)})",)
         if observed is not None:
             rep = report.build("transform", source.name, model, rows, observed, warnings)
             params = _parameters(model, ("statistics", f"{stats} (--use {use.value})"))
             _finish(rep, report_path, quiet, model, profile, wrote, params)
+        if watch is not None:
+            _finish_drift(
+                "transform",
+                stats,
+                source.name,
+                watch,
+                thresholds,
+                drift_report_path,
+                quiet,
+                warn=True,
+            )
+
+
+@app.command("drift")
+def drift_command(
+    stats: Annotated[
+        str, typer.Argument(help="Statistics file written by `bnorm fit`.", show_default=False)
+    ],
+    inputs: Inputs,
+    columns: Columns = None,
+    exclude: Exclude = None,
+    input_format: InputFormat = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            help="Text encoding of CSV input." r" \[default: as fitted]",
+            metavar="ENCODING",
+        ),
+    ] = None,
+    inf: Annotated[
+        InfOpt | None,
+        typer.Option(
+            "--inf",
+            help="+/-inf in a compared column: stop with an error, or treat as missing."
+            r" \[default: as fitted]",
+        ),
+    ] = None,
+    drift_threshold: DriftThreshold = None,
+    fail_on_drift: FailOnDrift = False,
+    drift_report_path: DriftReport = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the drift report as JSON on stdout.")
+    ] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Compare new data with the fitted data, per column (reads only those columns).
+
+    Metrics: PSI on the fit's deciles, standardized mean difference, variance
+    ratio, binned KS, Wasserstein-1 / fitted std, null-rate change, share
+    outside the fitted [min, max]. PSI and |SMD| decide the verdict by default.
+    """
+    with handled(debug, "bnorm drift"):
+        thresholds = dr.Thresholds.parse(drift_threshold)
+        loaded = stats_file.load(stats)
+        model = loaded.adjusted(
+            columns=names(columns),
+            exclude=names(exclude),
+            inf=None if inf is None else inf.value,  # type: ignore[arg-type]
+        )
+        if not model.columns_:
+            raise DataError("-c/-x leave none of the fitted columns to compare; name one with -c")
+        _check_paths([*inputs, stats], drift_report=drift_report_path)
+        _check_drift_report(drift_report_path)
+        watch = _watch(model, stats)
+        # CSV is read as fit read it (delimiter, null tokens, decimal commas, encoding)
+        recorded = loaded.reading_
+        saved = recorded.get("encoding")
+        encoding = encoding or (saved if isinstance(saved, str) else "utf-8")
+        text = text_options(None, None, False, False, recorded)
+        source = open_inputs(inputs, input_format, model, True, encoding, True, text=text)
+        with _progress("drift", source.total_rows, quiet) as advance:
+            serial.drift(model, source, watch, advance)
+        rep = _finish_drift(
+            "drift",
+            stats,
+            source.name,
+            watch,
+            thresholds,
+            drift_report_path,
+            quiet,
+            warn=not fail_on_drift,
+        )
+        if as_json:
+            sys.stdout.write(drift_report.to_json(rep))
+        found = [d for d in rep.columns if d.verdict == "drift"]
+        if fail_on_drift and found:
+            raise dr.DriftFound(
+                f"{source.name}: {len(found)} column(s) drifted from {stats}"
+                f" ({', '.join(d.column for d in found)})",
+                found,
+            )
 
 
 @app.command()
@@ -582,6 +746,58 @@ def _checked(
     check()
 
 
+def _withholdable(output: str) -> bool:
+    """Whether the output is a file written beside and renamed at the end (not stdout,
+    a FIFO or a device, which are written through)."""
+    return output != "-" and not writes_through(output)
+
+
+def _watch(model: BatchNorm, stats: str) -> dr.Watch:
+    state = model.state_
+    assert state is not None
+    if model.summary_ is None:
+        raise StatsFileError(
+            f"{stats}: this statistics file has no distribution summary (it was written before"
+            " bnorm recorded one), so there is nothing to compare the input with; re-fit on the"
+            f" training data with this bnorm (`bnorm fit TRAINING_DATA -s {stats}`), then run"
+            " drift again"
+        )
+    return dr.Watch(model.columns_, state.population, model.summary_, model.rows_)
+
+
+def _check_drift_report(path: str | None) -> None:
+    """Before the pass: a drift report of an unknown kind fails early (collisions
+    with inputs and other outputs: `_check_paths`)."""
+    if path is None:
+        return
+    drift_report.check_path(path)
+
+
+def _finish_drift(
+    command: str,
+    stats: str,
+    source: str,
+    watch: dr.Watch,
+    thresholds: dr.Thresholds,
+    path: str | None,
+    quiet: bool,
+    warn: bool,
+) -> drift_report.DriftReport:
+    rep = drift_report.build(command, stats, source, watch, thresholds)
+    if path:
+        drift_report.write(rep, path, watch)
+        _wrote(quiet, path)
+    if not quiet or warn:
+        from . import console
+
+        if not quiet:
+            console.show_drift(rep)
+        if warn:  # the gate's error line names them otherwise; shown even with -q
+            for line in drift_report.warnings(rep):
+                console.warn(line)
+    return rep
+
+
 def _model(
     batch_size: int,
     momentum: str,
@@ -591,6 +807,7 @@ def _model(
     gamma: list[str] | None,
     beta: list[str] | None,
     inf: InfOpt,
+    sketch: bool = True,
 ) -> BatchNorm:
     g = per_column(gamma, "--gamma")
     b = per_column(beta, "--beta")
@@ -603,6 +820,7 @@ def _model(
         gamma=1.0 if g is None else g,
         beta=0.0 if b is None else b,
         inf=inf.value,  # type: ignore[arg-type]
+        sketch=sketch,
     )
 
 

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..report import drift as drift_report
 from ..report.summary import HEADERS, Report, cells, summary
 
 stderr = Console(stderr=True, highlight=False)
@@ -75,6 +76,23 @@ def show_report(report: Report) -> None:
     for r in report.columns:
         name, *numbers = cells(r)
         table.add_row(escape(name), *numbers)
+    stderr.print(table)
+
+
+def show_drift(report: drift_report.DriftReport) -> None:
+    """The drift table: one row per column, worst first."""
+    table = Table(
+        title=f"bnorm {report.command}: {escape(report.source)} against {escape(report.stats)}",
+        caption=escape(drift_report.caption(report)),
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+    )
+    for i, h in enumerate(drift_report.HEADERS):
+        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=True)
+    style = {"drift": "bold red", "warn": "yellow"}
+    for d in report.columns:
+        name, verdict, *numbers = drift_report.cells(d)
+        table.add_row(escape(name), f"[{style.get(verdict, 'green')}]{verdict}[/]", *numbers)
     stderr.print(table)
 
 

@@ -296,3 +296,28 @@ def per_column(values: list[str] | None, option: str) -> float | dict[str, float
         except ValueError:
             raise UsageError(f"{option} {v!r}: expected a number or col=number") from None
     return out["*"] if list(out) == ["*"] else out
+
+
+DriftThreshold = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--drift-threshold",
+        help="NAME=DRIFT or NAME=WARN,DRIFT for psi, smd, ks, w1, null, outside; vr=LOW,HIGH"
+        " (drift outside); NAME=off. Repeatable. Default: psi=0.1,0.25 smd=0.1,0.25.",
+        metavar="NAME=V",
+    ),
+]
+FailOnDrift = Annotated[
+    bool,
+    typer.Option(
+        "--fail-on-drift", help="Exit 3 when a column drifted (transform: write no output)."
+    ),
+]
+DriftReport = Annotated[
+    str | None,
+    typer.Option(
+        "--drift-report",
+        help="Also write the drift table to a .json, .md or .html file.",
+        metavar="PATH",
+    ),
+]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .moments import Moments, MomentsTable, _two_prod, record, two_prod, two_sum
+from .sketch import Summary
 
 #: ``None`` is PyTorch's ``momentum=None``: the cumulative (equal-weight) average.
 Momentum = float | None
@@ -271,6 +272,8 @@ class Fold:
         running: RunningState | None = None,
         batches: int = 0,
         rows: int = 0,
+        summary: Summary | None = None,
+        sketch: bool = True,
     ) -> None:
         self.columns = list(columns)
         self.batch_size = batch_size
@@ -283,6 +286,10 @@ class Fold:
         self._pending: list[MomentsTable] = []
         self._pending_batches = 0
         self._cached: Population | None = None
+        #: the distribution summary (None: not kept, or a file written without one)
+        self.summary = (
+            summary if summary is not None else Summary.empty(len(columns)) if sketch else None
+        )
 
     def add(self, table: MomentsTable, trace: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
         """Fold the next batches; with ``trace``, return the running (mean, var)
@@ -293,6 +300,13 @@ class Fold:
         self.batches += len(table)
         self.rows += int(table.rows.sum())
         self._cached = None
+        if self.summary is not None and len(table):
+            if table.sketch is None:
+                self.summary = None  # rows without a sketch: the summary would be wrong
+            else:
+                self.summary = self.summary.added(
+                    table.sketch, table["nulls"].sum(axis=0), table["zeros"].sum(axis=0)
+                )
         start = 0
         while start < len(table):
             take = min(self.group - self._pending_batches, len(table) - start)
@@ -329,6 +343,8 @@ class Fold:
             self.running.take(index),
             self.batches,
             self.rows,
+            self.summary.take(index) if self.summary is not None else None,
+            sketch=False,
         )
         return fold
 
@@ -351,6 +367,22 @@ def concat_columns(folds: Sequence[Fold]) -> Fold:
         np.concatenate([r.updates for r in runs]),
     )
     columns = [c for f in folds for c in f.columns]
+    sums = [f.summary for f in folds]
+    summary = None
+    if all(s is not None for s in sums):
+        summary = Summary(
+            [h for s in sums for h in s.hist],  # type: ignore[union-attr]
+            np.concatenate([s.nulls for s in sums]),  # type: ignore[union-attr]
+            np.concatenate([s.zeros for s in sums]),  # type: ignore[union-attr]
+        )
     return Fold(
-        columns, first.batch_size, first.momentum, population, running, first.batches, first.rows
+        columns,
+        first.batch_size,
+        first.momentum,
+        population,
+        running,
+        first.batches,
+        first.rows,
+        summary,
+        sketch=False,
     )

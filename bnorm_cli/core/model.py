@@ -32,6 +32,7 @@ from .errors import DataError, UsageError, did_you_mean, opt, phrase
 from .fold import Fold, Momentum, Population, Running, RunningState
 from .frames import to_polars
 from .moments import Moments, MomentsTable, table_moments
+from .sketch import Summary
 
 #: Data the API accepts: polars frames or pyarrow tables / record batches.
 Data: TypeAlias = pl.DataFrame | pa.Table | pa.RecordBatch
@@ -83,7 +84,8 @@ class BatchNorm:
     equal-weight average), ``eps``, ``columns``/``exclude`` (default: every
     numeric column), ``gamma``/``beta`` (a number, or ``{column: value}`` with
     ``"*"`` for the others), and ``inf`` ("error": +/-inf stops the run;
-    "missing": treated like NaN).
+    "missing": treated like NaN). ``sketch`` (default on): also record each
+    column's distribution summary (`sketch`), what ``bnorm drift`` compares with.
     """
 
     def __init__(
@@ -97,7 +99,9 @@ class BatchNorm:
         gamma: float | Mapping[str, float] = 1.0,
         beta: float | Mapping[str, float] = 0.0,
         inf: InfPolicy = "error",
+        sketch: bool = True,
     ) -> None:
+        self.sketch = bool(sketch)
         self.batch_size = check_batch_size(batch_size)
         self.momentum: Momentum = check_momentum(momentum)
         self.eps = check_eps(eps)
@@ -163,6 +167,11 @@ class BatchNorm:
         return self._view("population")
 
     @property
+    def summary_(self) -> Summary | None:
+        """The distribution summary of the fitted columns (None: not recorded)."""
+        return self.state_.fold.summary if self.state_ else None
+
+    @property
     def running_(self) -> dict[str, Running]:
         return self._view("running")
 
@@ -224,7 +233,7 @@ class BatchNorm:
             input_schema={name: str(dtype) for name, dtype in schema.items()},
             gamma=np.array([gamma[c] for c in columns], np.float64),
             beta=np.array([beta[c] for c in columns], np.float64),
-            fold=Fold(columns, self.batch_size, self.momentum),
+            fold=Fold(columns, self.batch_size, self.momentum, sketch=self.sketch),
             trend=Trend(len(columns)),
         )
         self.last_moments_ = {}
@@ -245,6 +254,7 @@ class BatchNorm:
             first_row=fold.rows,
             inf=self.inf,
             rows=height,
+            sketch=self.sketch,
         )
         self.note_ranges(frame, table)
         return table
@@ -285,6 +295,7 @@ class BatchNorm:
             first_row=state.fold.rows,
             inf=self.inf,
             rows=height,
+            sketch=self.sketch,
         )
         self.note_ranges(frame, table)
         self.fold(table)

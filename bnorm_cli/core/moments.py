@@ -31,6 +31,7 @@ in other processes).
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from . import sketch as sk
 from .errors import DataError, opt
 
 # Scale by a power of two only when squares or sums could leave float64's range.
@@ -50,6 +52,9 @@ _CANCEL_BITS = 20
 
 #: The fields of a moments record, in table order (beyond batch and rows).
 FIELDS = ("n", "missing", "mean_hi", "mean_lo", "var", "min", "max")
+#: Counts beside the record (integers, summed by the fold): nulls (of ``missing``,
+#: the rest is NaN, and +/-inf under ``--inf missing``) and exact zeros.
+COUNT_FIELDS = ("nulls", "zeros")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +144,11 @@ class MomentsTable:
     index, global index of its first row, its row count); every field of `FIELDS`
     is a ``(batches, columns)`` array. New kinds of record (histogram counts,
     per-key rows) are new fields; consumers read the fields they know.
+
+    ``sketch`` is the distribution summary of the table's rows, one
+    `sketch.Histogram` per column: it belongs to the table (one task's rows),
+    not to each batch, and merges exactly with other tables' (`sketch.merge`).
+    `take` leaves it out.
     """
 
     columns: list[str]
@@ -146,6 +156,7 @@ class MomentsTable:
     first_row: np.ndarray
     rows: np.ndarray
     fields: dict[str, np.ndarray] = field(default_factory=dict)
+    sketch: list[sk.Histogram] | None = None
 
     def __len__(self) -> int:
         return int(self.batch.size)
@@ -177,6 +188,9 @@ class MomentsTable:
             np.concatenate([t.first_row for t in tables]),
             np.concatenate([t.rows for t in tables]),
             {k: np.concatenate([t.fields[k] for t in tables]) for k in first.fields},
+            [sk.merge_all(h) for h in zip(*(t.sketch for t in tables), strict=True)]  # type: ignore[misc]
+            if all(t.sketch is not None for t in tables)
+            else None,
         )
 
     def to_arrow(self) -> pa.Table:
@@ -192,12 +206,19 @@ class MomentsTable:
         }
         data.update({name: arr.reshape(-1) for name, arr in self.fields.items()})
         table = pa.table(data)
-        return table.replace_schema_metadata({"columns": "\x1f".join(self.columns)})
+        meta = {"columns": "\x1f".join(self.columns)}
+        if self.sketch is not None:
+            meta["sketch"] = json.dumps([[h.exp, sk.to_runs(h)] for h in self.sketch])
+        return table.replace_schema_metadata(meta)
 
     @classmethod
     def from_arrow(cls, table: pa.Table) -> MomentsTable:
-        meta = (table.schema.metadata or {}).get(b"columns", b"").decode()
+        metadata = table.schema.metadata or {}
+        meta = metadata.get(b"columns", b"").decode()
         columns = meta.split("\x1f") if meta else []
+        sketch = None
+        if b"sketch" in metadata:
+            sketch = [sk.from_runs(e, runs) for e, runs in json.loads(metadata[b"sketch"])]
         c = max(len(columns), 1)
         first = slice(None, None, c)
         fields = {
@@ -211,6 +232,7 @@ class MomentsTable:
             table.column("first_row").to_numpy()[first],
             table.column("rows").to_numpy()[first],
             fields,
+            sketch,
         )
 
 
@@ -228,12 +250,14 @@ def record(
 
 def empty_table(columns: Sequence[str]) -> MomentsTable:
     z = np.zeros(0, np.int64)
-    fields: dict[str, np.ndarray] = {f: np.zeros((0, len(columns)), _dtype(f)) for f in FIELDS}
+    fields: dict[str, np.ndarray] = {
+        f: np.zeros((0, len(columns)), _dtype(f)) for f in (*FIELDS, *COUNT_FIELDS)
+    }
     return MomentsTable(list(columns), z, z.copy(), z.copy(), fields)
 
 
 def _dtype(name: str) -> type:
-    return np.int64 if name in ("n", "missing") else np.float64
+    return np.float64 if name in ("mean_hi", "mean_lo", "var", "min", "max") else np.int64
 
 
 def table_moments(
@@ -244,6 +268,10 @@ def table_moments(
     first_row: int = 0,
     inf: str = "error",
     rows: int | None = None,
+    sketch: bool = True,
+    grid: Sequence[int] | None = None,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    cap: int = sk.MAX_BUCKETS,
 ) -> MomentsTable:
     """The moments of every batch of ``frame`` (consecutive ``batch_size``-row
     batches; the last may be shorter), for each of ``columns``, vectorized.
@@ -251,14 +279,24 @@ def table_moments(
     ``inf``: "error" raises `DataError` naming the column and row of a +/-inf;
     "missing" leaves it out like NaN. ``rows``: the row count, when ``frame``
     holds only the columns to normalize (possibly none).
+
+    ``sketch``: also count the rows' values (`sketch`), at the width the batches
+    propose, or with ``grid`` (one exponent per column: a fitted sketch's) at
+    that width, so that they compare bucket for bucket with it. ``bounds``
+    (``(min, max)`` arrays): also count, per batch, the values outside them
+    (field ``outside``).
     """
     rows = frame.height if rows is None else rows
     k = -(-rows // batch_size) if rows else 0
     starts = np.arange(k, dtype=np.int64) * batch_size
     counts = np.minimum(batch_size, rows - starts)
-    fields: dict[str, np.ndarray] = {f: np.empty((k, len(columns)), _dtype(f)) for f in FIELDS}
+    names = (*FIELDS, *COUNT_FIELDS, *(("outside",) if bounds is not None else ()))
+    fields: dict[str, np.ndarray] = {f: np.empty((k, len(columns)), _dtype(f)) for f in names}
     #: integer columns: whether each batch is strictly increasing (a row id?)
     fields["increasing"] = np.zeros((k, len(columns)), bool)
+    counted = sketch or bounds is not None
+    hists: list[sk.Histogram] = [sk.Histogram.empty()] * len(columns)
+    full = rows // batch_size
 
     def column(j: int) -> None:
         name = columns[j]
@@ -266,7 +304,6 @@ def table_moments(
         values = _float_values(series)
         if series.dtype.is_integer() and not series.null_count() and k:
             fields["increasing"][:, j] = _increasing(values, batch_size, k)
-        full = rows // batch_size
         parts = [(0, values[: full * batch_size].reshape(full, batch_size))] if full else []
         if full < k:
             parts.append((full, values[full * batch_size :].reshape(1, -1)))
@@ -274,9 +311,16 @@ def table_moments(
             out = _block_moments(block, name, first_row + at * batch_size, batch_size, inf)
             for f in FIELDS:
                 fields[f][at : at + block.shape[0], j] = out[f]
+        fields["nulls"][:, j] = (
+            _per_batch(series.is_null().to_numpy(), k, batch_size) if series.null_count() else 0
+        )
+        if not counted:
+            fields["zeros"][:, j] = 0  # counted with the sketch only (nothing reads it here)
+            return
+        hists[j] = _column_sketch(values, fields, j, k, rows, batch_size, grid, bounds, cap)
 
-    # columns are independent (each writes its own column of the fields), so they
-    # run on a few threads: numpy releases the GIL inside its loops
+    # columns are independent (each writes its own column of the fields and its own
+    # sketch), so they run on a few threads: numpy releases the GIL inside its loops
     if THREADS > 1 and len(columns) > 1 and rows * len(columns) >= _PARALLEL_VALUES:
         for _ in _pool().map(column, range(len(columns))):
             pass
@@ -289,7 +333,49 @@ def table_moments(
         first_row + starts,
         counts.astype(np.int64),
         fields,
+        hists if counted else None,
     )
+
+
+def _column_sketch(
+    values: np.ndarray,
+    fields: dict[str, np.ndarray],
+    j: int,
+    k: int,
+    rows: int,
+    batch_size: int,
+    grid: Sequence[int] | None,
+    bounds: tuple[np.ndarray, np.ndarray] | None,
+    cap: int,
+) -> sk.Histogram:
+    """Column ``j``'s sketch of these rows, its zero counts and (``bounds``) the
+    counts outside them, from its values and its batches' moments."""
+    n = fields["n"][:, j]
+    clean = int(n.sum()) == rows
+    valid = values if clean else values[np.isfinite(values)]
+    low = float(np.fmin.reduce(fields["min"][:, j])) if k else math.nan
+    high = float(np.fmax.reduce(fields["max"][:, j])) if k else math.nan
+    if grid is None and k == 1:
+        exp = sk.batch_exponent(int(n[0]), float(fields["var"][0, j]), low, high)
+    elif grid is None:
+        exps = sk.batch_exponents(n, fields["var"][:, j], fields["min"][:, j], fields["max"][:, j])
+        exp = int(exps.max()) if k else sk.NO_EXP
+    else:
+        exp = max(int(grid[j]), sk.exp_for_range(low, high)) if valid.size else int(grid[j])
+    hist = sk.count_values(valid, exp, cap, low, high)
+    # zeros fall in bucket 0 (so does -0.0): count them only when it can be occupied
+    has_zero = hist.index.size and hist.index[0] <= 0 <= hist.index[-1]
+    fields["zeros"][:, j] = _per_batch(values == 0.0, k, batch_size) if has_zero else 0
+    if bounds is not None:
+        lo_b, hi_b = float(bounds[0][j]), float(bounds[1][j])
+        if not valid.size or (low >= lo_b and high <= hi_b):
+            fields["outside"][:, j] = 0
+        else:
+            far = (values < lo_b) | (values > hi_b)
+            if not clean:
+                far &= np.isfinite(values)
+            fields["outside"][:, j] = _per_batch(far, k, batch_size)
+    return hist
 
 
 #: Values in a chunk above which its columns are computed on several threads.
@@ -315,6 +401,15 @@ def _increasing(values: np.ndarray, batch_size: int, k: int) -> np.ndarray:
     step[: values.size - 1] = np.diff(values) > 0
     step[batch_size - 1 :: batch_size] = True  # the step into the next batch is not its own
     return np.asarray(step.reshape(k, batch_size).all(axis=1))
+
+
+def _per_batch(mask: np.ndarray, k: int, batch_size: int) -> np.ndarray:
+    """How many of each batch's rows ``mask`` marks."""
+    if k == 1:
+        return np.array([np.count_nonzero(mask)], np.int64)
+    padded = np.zeros(k * batch_size, bool)
+    padded[: mask.size] = mask
+    return padded.reshape(k, batch_size).sum(axis=1)
 
 
 def _float_values(series: pl.Series) -> np.ndarray:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from ..core import moments as moments_module
 from ..core.batching import exact_batches, polars_schema, prefetch, prefetch_depth
 from ..core.diagnostics import Trend
+from ..core.drift import Watch
 from ..core.errors import DataError
 from ..core.fold import (
     Fold,
@@ -174,7 +175,7 @@ def _fit_group(
     model: BatchNorm, source: Source, columns: list[str], progress: Progress, groups: int
 ) -> tuple[Fold, Trend]:
     """Fold the moments of some of the model's columns, in one pass."""
-    fold = Fold(columns, model.batch_size, model.momentum)
+    fold = Fold(columns, model.batch_size, model.momentum, sketch=model.sketch)
     trend = Trend(len(columns))
     for batch in _chunks(source, chunk_rows(model.batch_size), lambda n: progress(n // groups)):
         frame = _numeric(batch, columns)
@@ -187,6 +188,7 @@ def _fit_group(
                 fold.rows,
                 model.inf,
                 batch.num_rows,
+                sketch=model.sketch,
             )
         except DataError as e:
             raise _located(source, model.batch_size, e, fold.rows) from None
@@ -205,12 +207,17 @@ def transform(
     observed: Observed | None,
     progress: Progress,
     profile: Profile | None = None,
+    watch: Watch | None = None,
+    gate: Callable[[], None] | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Inference mode with saved statistics; fills ``observed`` with the input's moments.
 
     The maps are constants, so the reader's pieces are mapped as they come (no
     batch is assembled). With ``observed`` None (no report wanted) only the
-    +/-inf policy is checked, which is cheaper than the moments.
+    +/-inf policy is checked, which is cheaper than the moments. ``watch``
+    (drift) accumulates the input's moments and sketch on the fitted grid, in
+    the same pass; ``gate`` runs after the last row, before the output is
+    complete: raising there withholds it (the writer removes its temporary file).
     """
     try:
         model.check_schema(polars_schema(source.schema))
@@ -233,7 +240,10 @@ def transform(
             frame = _numeric(batch, columns)
             table = None
             try:
-                if observed is not None or profile is not None or _has_inf(frame):
+                if watch is not None:
+                    table = watch.table(frame, rows, model.inf, batch.num_rows)
+                    watch.add(table)
+                elif observed is not None or profile is not None or _has_inf(frame):
                     table = table_moments(
                         frame,
                         columns,
@@ -241,10 +251,13 @@ def transform(
                         first_row=rows,
                         inf=model.inf,
                         rows=batch.num_rows,
+                        sketch=False,
                     )
             except DataError as e:
                 raise _located(source, model.batch_size, e, rows) from None
-            if table is not None and observed is not None:
+            if watch is not None and observed is not None:
+                observed.update(watch.observed())
+            elif table is not None and observed is not None:
                 seen = merge_population(seen, group_population(table))
                 observed.update({c: seen.at(j) for j, c in enumerate(columns)})
             rows += batch.num_rows
@@ -255,6 +268,8 @@ def transform(
                     profile.add_trace(table.moments(i), running)  # type: ignore[union-attr]
             progress(batch.num_rows)
             yield _replace(batch, out, schema)
+        if gate is not None:
+            gate()
 
     if observed is not None:
         observed.update({c: Moments() for c in columns})
@@ -295,3 +310,22 @@ def normalize(
             yield _replace(batch, out, schema)
 
     return schema, run()
+
+
+def drift(model: BatchNorm, source: Source, watch: Watch, progress: Progress) -> None:
+    """One pass over the input (only the compared columns): its moments and sketch."""
+    try:
+        model.check_schema(polars_schema(source.schema))
+    except DataError as e:
+        raise DataError(f"{source.name}: {e}", file=source.name, column=e.column) from None
+    rows = 0
+    for batch in prefetch(source.pieces):
+        if not batch.num_rows:
+            continue
+        frame = _numeric(batch, model.columns_)
+        try:
+            watch.add(watch.table(frame, rows, model.inf, batch.num_rows))
+        except DataError as e:
+            raise _located(source, model.batch_size, e, rows) from None
+        rows += batch.num_rows
+        progress(batch.num_rows)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any, TypeVar, overload
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..core.errors import DataError, StatsFileError
 from ..core.fold import Fold, Population, Running, RunningState
 from ..core.model import BatchNorm, FitState
 from ..core.moments import Moments
+from ..core.sketch import Histogram, Summary, from_runs, to_runs
 from ..version import __version__
 from .atomic import write_text
 
@@ -66,6 +68,29 @@ _COLUMN = {
         "running_updates": _count,
         "gamma": _num,
         "beta": _num,
+        "sketch": {
+            "type": "object",
+            "required": ["exp", "nulls", "nans", "zeros", "buckets"],
+            "properties": {
+                "exp": {"type": "integer", "minimum": -1200, "maximum": 1023},
+                "width": {"type": "number", "minimum": 0},
+                "nulls": _count,
+                "nans": _count,
+                "zeros": _count,
+                "buckets": {
+                    "type": "array",
+                    "items": {
+                        "type": "array",
+                        "prefixItems": [
+                            {"type": "integer"},
+                            {"type": "array", "items": _count},
+                        ],
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                },
+            },
+        },
     },
 }
 
@@ -128,6 +153,19 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
             "gamma": model.gamma_[c],
             "beta": model.beta_[c],
         }
+    summary = model.summary_
+    if summary is not None:
+        for j, c in enumerate(model.columns_):
+            h = summary.hist[j]
+            exp = h.exp if h.index.size else 0
+            columns[c]["sketch"] = {
+                "exp": exp,
+                "width": math.ldexp(1.0, exp),
+                "nulls": int(summary.nulls[j]),
+                "nans": int(columns[c]["null_count"] - summary.nulls[j]),
+                "zeros": int(summary.zeros[j]),
+                "buckets": to_runs(h),
+            }
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -145,7 +183,17 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
 
 
 def dumps(model: BatchNorm) -> str:
-    return json.dumps(to_dict(model), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(to_dict(model), indent=2, allow_nan=False)
+    # a sketch's runs of counts on one line each, not one count per line (4x smaller)
+    return _INT_LIST.sub(_one_line, text) + "\n"
+
+
+def _one_line(m: re.Match[str]) -> str:
+    return "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]"
+
+
+#: A JSON array of integers spread over lines by ``indent``.
+_INT_LIST = re.compile(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]")
 
 
 def save(model: BatchNorm, path: str | os.PathLike[str]) -> None:
@@ -278,6 +326,18 @@ def from_dict(
             for col in cols
         ]
     )
+    summary = None
+    if cols and all("sketch" in col for col in cols):
+        summary = Summary(
+            [
+                from_runs(col["sketch"]["exp"], col["sketch"]["buckets"])
+                if col["count"]
+                else Histogram.empty()
+                for col in cols
+            ],
+            np.array([col["sketch"]["nulls"] for col in cols], np.int64),
+            np.array([col["sketch"]["zeros"] for col in cols], np.int64),
+        )
     fold = Fold(
         columns,
         model.batch_size,
@@ -286,6 +346,8 @@ def from_dict(
         running,
         batches=doc["num_batches_tracked"],
         rows=doc["rows"],
+        summary=summary,
+        sketch=False,
     )
     model.state_ = FitState(
         columns=columns,
@@ -348,3 +410,16 @@ def _check_consistent(doc: dict[str, Any], source: str) -> None:
             raise bad(f'column "{c}": std is not sqrt(var)')
         if col.get("running_updates", 0) > doc["num_batches_tracked"]:
             raise bad(f'column "{c}": running_updates exceeds num_batches_tracked')
+    for c, col in doc["columns"].items():
+        sketch = col.get("sketch")
+        if sketch is None:
+            continue
+        total = sum(sum(counts) for _, counts in sketch["buckets"])
+        if total != col["count"]:
+            raise bad(f'column "{c}": the sketch counts {total} values, not count')
+        if sketch["nulls"] + sketch["nans"] != col["null_count"]:
+            raise bad(f'column "{c}": sketch nulls + nans is not null_count')
+        if sketch["zeros"] > col["count"]:
+            raise bad(f'column "{c}": sketch zeros exceed count')
+        if "width" in sketch and sketch["width"] != math.ldexp(1.0, sketch["exp"]):
+            raise bad(f'column "{c}": sketch width is not 2^exp')
