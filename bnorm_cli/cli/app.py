@@ -19,7 +19,7 @@ from ..core.errors import DataError, StatsFileError, UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..engines import serial
 from ..io import stats_file, streams
-from ..io.atomic import check_run_paths, write_text, writes_through
+from ..io.atomic import check_run_paths, staged, write_text, writes_through
 from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
@@ -627,12 +627,14 @@ def normalize(
                     uses_running=running,
                     batch_mode=not running,
                 )
-                if stats:  # before the data output is renamed into place: a statistics
-                    # file that cannot be written leaves no published output either
+                if put_stats is not None:  # written before the data output is renamed
+                    # into place (a full disk there publishes nothing), renamed after it
                     model.reading_ = reading_record(text, encoding)
-                    stats_file.save(model, stats)
+                    put_stats(stats_file.dumps(model).encode("utf-8"))
 
-            rows = write_batches(output, out_fmt, schema, _checked(batches, check))
+            with contextlib.ExitStack() as stack:
+                put_stats = stack.enter_context(staged(stats)) if stats else None
+                rows = write_batches(output, out_fmt, schema, _checked(batches, check))
         wrote = [f"{_output_name(output)} ({_rows(rows)})"]
         if stats:
             wrote.append(f"{stats} ({_columns(len(model.columns_))})")

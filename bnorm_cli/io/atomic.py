@@ -19,7 +19,7 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ..core.errors import OutputError
@@ -173,6 +173,27 @@ def _keep_mode(path: Path, tmp: str) -> None:
         os.umask(umask)
         mode = 0o666 & ~umask
     os.chmod(tmp, mode)
+
+
+@contextlib.contextmanager
+def staged(target: str | os.PathLike[str]) -> Iterator[Callable[[bytes], None]]:
+    """A small file written in two steps, to publish it with another output: ``put(data)``
+    writes it beside ``target`` at once (a full disk fails there), and it is renamed
+    into place when the block ends without an error (removed otherwise)."""
+    with atomic_path(target) as tmp:
+
+        def put(data: bytes) -> None:
+            try:
+                with open(tmp, open_mode(tmp)) as f:
+                    f.write(data)
+            except OSError as e:
+                reason = e.strerror or " ".join(str(e).split())
+                raise OutputError(
+                    f"{target}: cannot write ({reason}); make room on the disk or choose"
+                    " another path"
+                ) from None
+
+        yield put
 
 
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
