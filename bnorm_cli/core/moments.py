@@ -529,14 +529,6 @@ def _exact_row(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def _two_prod(a: float, b: float) -> tuple[float, float]:
-    """p + e == a * b exactly (Dekker, Veltkamp splitting)."""
-    p = a * b
-    split = 134217729.0  # 2^27 + 1
-    t = split * a
-    ah = t - (t - a)
-    al = a - ah
-    t = split * b
-    bh = t - (t - b)
-    bl = b - bh
-    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
-    return p, e
+    """`two_prod` on two floats (the same operations)."""
+    p, e = two_prod(a, b)  # type: ignore[arg-type]
+    return float(p), float(e)
