@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import polars as pl
@@ -17,9 +18,10 @@ import typer
 from ..core import drift as dr
 from ..core.errors import DataError, StatsFileError, UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
+from ..core.model import merge as merge_models
 from ..engines import serial
 from ..io import stats_file, streams
-from ..io.atomic import check_run_paths, staged, write_text, writes_through
+from ..io.atomic import check_run_paths, check_writable_target, staged, write_text, writes_through
 from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
@@ -40,6 +42,8 @@ from .options import (
     DType,
     DTypeOpt,
     Encoding,
+    Engine,
+    EngineOpt,
     Eps,
     Exclude,
     FailOnDrift,
@@ -56,10 +60,12 @@ from .options import (
     OutputFormat,
     Quiet,
     ReportPath,
+    Scheduler,
     StatsIn,
     StatsOut,
     Strict,
     UseStats,
+    Workers,
     names,
     per_column,
     reading_record,
@@ -234,10 +240,42 @@ def _check_paths(inputs: list[str], **outputs: str | None) -> None:
 
 
 # -- commands ------------------------------------------------------------------
+#: fit's options that --update takes from the statistics file instead.
+_FIT_OPTIONS = {
+    "batch_size": "--batch-size",
+    "momentum": "--momentum",
+    "eps": "--eps",
+    "columns": "--columns",
+    "exclude": "--exclude",
+    "gamma": "--gamma",
+    "beta": "--beta",
+    "inf": "--inf",
+}
+
+
+def _given(ctx: typer.Context) -> list[str]:
+    """fit's statistics options given on the command line (not left at their defaults)."""
+    sources = {name: ctx.get_parameter_source(name) for name in _FIT_OPTIONS}
+    return [
+        flag
+        for name, flag in _FIT_OPTIONS.items()
+        if getattr(sources[name], "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+    ]
+
+
 @app.command()
 def fit(
+    ctx: typer.Context,
     inputs: Inputs,
     stats: StatsOut,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Add the input to the fit saved in STATS (its batches follow the saved ones)"
+            " and rewrite STATS; the options come from STATS.",
+        ),
+    ] = False,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     momentum: MomentumOpt = "0.1",
     eps: Eps = 1e-5,
@@ -266,6 +304,9 @@ def fit(
             "--json", help="Print the report as JSON on stdout (for scripts).", metavar=""
         ),
     ] = False,
+    engine: Engine = EngineOpt.serial,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -277,7 +318,16 @@ def fit(
     --no-sketch) each column's distribution summary for `bnorm drift`.
     """
     with handled(debug, "bnorm fit"):
-        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
+        if update:
+            given = _given(ctx)
+            if given:
+                raise UsageError(
+                    f"{given[0]}: --update continues the fit saved in {stats} with its own"
+                    f" options; drop {', '.join(given)}"
+                )
+            model = stats_file.load(stats)
+        else:
+            model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -285,7 +335,7 @@ def fit(
         if as_json:
             streams.stdout()  # closed (>&-): say so before the pass
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
-        source = open_inputs(inputs, input_format, model, False, encoding, True, text=text)
+        source = open_inputs(inputs, input_format, model, update, encoding, True, text=text)
 
         def reopen(columns: list[str]) -> Source:
             return open_inputs(
@@ -297,8 +347,18 @@ def fit(
             f.fmt in ("parquet", "ipc") and f.path != "-" and os.path.isfile(f.path)
             for f in expand_inputs(inputs, input_format)
         )
+        units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
         with _progress("fit", source.total_rows, quiet) as advance:
-            serial.fit(model, source, advance, profile, reopen if columnar else None)
+            if units is None:
+                serial.fit(
+                    model, source, advance, profile, reopen if columnar else None, resume=update
+                )
+            else:
+                from ..engines import dask_engine
+
+                serial.start(model, source, resume=update)
+                with dask_engine.connect(scheduler, workers) as client:
+                    dask_engine.fit(model, units, client, source.name, advance)
         warnings = _warnings(model, strict, source.warnings, fitting=True)
         model.reading_ = reading_record(text, encoding)
         stats_file.save(model, stats)
@@ -368,6 +428,9 @@ def transform(
     fail_on_drift: FailOnDrift = False,
     drift_threshold: DriftThreshold = None,
     drift_report_path: DriftReport = None,
+    engine: Engine = EngineOpt.serial,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -403,8 +466,19 @@ def transform(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        out_fmt = _output_format(output, output_format)
-        _check_paths([*inputs, stats], o=output, report=report_path, drift_report=drift_report_path)
+        units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        if units is not None:
+            if drift or fail_on_drift or drift_report_path:
+                raise UsageError(
+                    "--drift gathers its table while streaming; use it with --engine serial"
+                )
+            _check_dataset_output(output, [*inputs, stats], output_format)
+            _check_paths([*inputs, stats], report=report_path)
+        else:
+            out_fmt = _output_format(output, output_format)
+            _check_paths(
+                [*inputs, stats], o=output, report=report_path, drift_report=drift_report_path
+            )
         _check_drift_report(drift_report_path)
         watch = _watch(model, stats) if drift else None
         # CSV is read as fit read it, unless told otherwise
@@ -418,6 +492,31 @@ def transform(
         warnings = _warnings(
             model, strict, source.warnings, uses_running=use.value == "running", fitting=False
         )
+        if units is not None:
+            serial.check_fitted(model, source)
+            from ..engines import dask_engine
+
+            with (
+                _progress("transform", source.total_rows, quiet) as advance,
+                dask_engine.connect(scheduler, workers) as client,
+            ):
+                rows = dask_engine.transform(
+                    model,
+                    units,
+                    source.schema,
+                    client,
+                    source.name,
+                    output,
+                    use.value,
+                    _dtype(dtype),
+                    inverse,
+                    advance,
+                )
+            if not quiet or report_path:
+                rep = report.build("transform", source.name, model, rows, warnings=warnings)
+                wrote = (f"{output} ({_rows(rows)} in Parquet parts)",)
+                _finish(rep, report_path, quiet, model, None, wrote)
+            return
         wanted = report_path is not None or not quiet
         observed: dict[str, Any] | None = {} if wanted else None
 
@@ -595,6 +694,9 @@ def normalize(
     dtype: DTypeOpt = DType.float64,
     inf: Inf = InfOpt.error,
     report_path: ReportPath = None,
+    engine: Engine = EngineOpt.serial,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -607,14 +709,16 @@ def normalize(
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
-        out_fmt = _output_format(output, output_format)
-        _check_paths(inputs, o=output, s=stats, report=report_path)
+        units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        if units is not None:
+            _check_dataset_output(output, inputs, output_format)
+            _check_paths(inputs, s=stats, report=report_path)
+        else:
+            out_fmt = _output_format(output, output_format)
+            _check_paths(inputs, o=output, s=stats, report=report_path)
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
         source = open_inputs(inputs, input_format, model, False, encoding, False, text=text)
         with _progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
-            schema, batches = serial.normalize(
-                model, source, mode.value, _dtype(dtype), advance, profile
-            )
             warnings: list[str] = []
 
             def check() -> None:
@@ -634,7 +738,28 @@ def normalize(
 
             with contextlib.ExitStack() as stack:
                 put_stats = stack.enter_context(staged(stats)) if stats else None
-                rows = write_batches(output, out_fmt, schema, _checked(batches, check))
+                if units is not None:
+                    from ..engines import dask_engine
+
+                    serial.start(model, source)
+                    with dask_engine.connect(scheduler, workers) as client:
+                        rows = dask_engine.normalize(
+                            model,
+                            units,
+                            source.schema,
+                            client,
+                            source.name,
+                            output,
+                            mode.value,
+                            _dtype(dtype),
+                            advance,
+                            check=check,
+                        )
+                else:
+                    schema, batches = serial.normalize(
+                        model, source, mode.value, _dtype(dtype), advance, profile
+                    )
+                    rows = write_batches(output, out_fmt, schema, _checked(batches, check))
         wrote = [f"{_output_name(output)} ({_rows(rows)})"]
         if stats:
             wrote.append(f"{stats} ({_columns(len(model.columns_))})")
@@ -643,6 +768,39 @@ def normalize(
         )
         params = _parameters(model, ("mode", mode.value))
         _finish(rep, report_path, quiet, model, profile, tuple(wrote), params)
+
+
+@app.command()
+def merge(
+    stats: Annotated[
+        list[str],
+        typer.Argument(
+            help="Statistics files, in the order of their data.",
+            show_default=False,
+            metavar="STATS",
+        ),
+    ],
+    output: Output,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Merge statistics files of consecutive parts of a dataset into one.
+
+    Population statistics merge exactly (Chan); running statistics compose as
+    if the parts' batches had run one after the other. The fits must share
+    their options (batch size, momentum, eps, columns, gamma, beta).
+    """
+    with handled(debug, "bnorm merge"):
+        if output != "-":
+            _check_paths(stats, o=output)
+        model = merge_models([stats_file.load(s) for s in stats], stats)
+        if output == "-":
+            sys.stdout.write(stats_file.dumps(model))
+        else:
+            stats_file.save(model, output)
+        rep = report.build("merge", ", ".join(stats), model, model.rows_)
+        wrote = () if output == "-" else (f"{output} ({_columns(len(model.columns_))})",)
+        _finish(rep, None, quiet, model, None, wrote)
 
 
 @app.command()
@@ -798,6 +956,58 @@ def _finish_drift(
             for line in drift_report.warnings(rep):
                 console.warn(line)
     return rep
+
+
+def _dask_units(
+    engine: EngineOpt,
+    scheduler: str | None,
+    workers: int | None,
+    inputs: list[str],
+    input_format: str | None,
+    report_path: str | None,
+) -> list[Any] | None:
+    """With ``--engine dask``: the plan's units of the inputs (else None)."""
+    if engine is EngineOpt.serial:
+        for flag, value in (("--scheduler", scheduler), ("--workers", workers)):
+            if value is not None:
+                raise UsageError(f"{flag} needs --engine dask")
+        return None
+    if scheduler is not None and workers is not None:
+        raise UsageError("--workers sizes a local cluster; with --scheduler leave it out")
+    if report.is_html(report_path):
+        raise UsageError(
+            "--report .html samples batches as they stream; with --engine dask write"
+            " .md or .json, or use --engine serial"
+        )
+    from ..io.inputs import expand_inputs
+    from ..io.plan import plan
+
+    units = plan(expand_inputs(inputs, input_format))
+    if units is None:
+        raise UsageError(
+            "--engine dask reads Parquet or Arrow IPC files (their footers say where each"
+            " batch is); this input is text, stdin or hive-partitioned: use --engine serial"
+        )
+    return units
+
+
+def _check_dataset_output(output: str, inputs: list[str], fmt: str | None) -> None:
+    """--engine dask writes a directory of Parquet parts."""
+    if output == "-" or (fmt not in (None, "parquet")):
+        raise UsageError(
+            "--engine dask writes a directory of Parquet parts: give -o DIRECTORY"
+            " (not -, no --output-format other than parquet)"
+        )
+    if Path(output).suffix and not Path(output).is_dir():
+        raise UsageError(
+            f"-o {output}: --engine dask writes a directory of Parquet parts; give a"
+            " directory name without a suffix"
+        )
+    parent = Path(output).parent
+    check_writable_target(str(parent / ".bnorm-probe"), "-o")
+    for inp in input_paths(inputs):
+        if Path(inp).resolve().is_relative_to(Path(output).resolve()):
+            raise UsageError(f"-o {output}: holds an input ({inp}); choose another directory")
 
 
 def _model(

@@ -321,3 +321,37 @@ DriftReport = Annotated[
         metavar="PATH",
     ),
 ]
+
+
+class EngineOpt(StrEnum):
+    serial = "serial"
+    dask = "dask"
+
+
+Engine = Annotated[
+    EngineOpt,
+    typer.Option(
+        "--engine",
+        help="serial: one process; dask: moments and apply on a Dask cluster (Parquet or"
+        " Arrow IPC files; transform/normalize then write a directory of Parquet parts).",
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="With --engine dask: the scheduler's address (tcp://HOST:PORT); default: start"
+        " a local cluster for this run.",
+        metavar="ADDRESS",
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="With --engine dask and no --scheduler: worker processes of the local cluster"
+        r" \[default: CPUs, at most 4].",
+        metavar="N",
+    ),
+]

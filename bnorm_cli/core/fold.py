@@ -274,6 +274,7 @@ class Fold:
         rows: int = 0,
         summary: Summary | None = None,
         sketch: bool = True,
+        segments: Sequence[int] | None = None,
     ) -> None:
         self.columns = list(columns)
         self.batch_size = batch_size
@@ -283,6 +284,9 @@ class Fold:
         self.running = running if running is not None else RunningState.start(len(columns))
         self.batches = batches
         self.rows = rows
+        #: Rows of each run of batches cut from its own first row (one run for a
+        #: single fit; a merge or ``fit --update`` after a short batch adds one).
+        self.segments = list(segments) if segments is not None else ([rows] if rows else [])
         self._pending: list[MomentsTable] = []
         self._pending_batches = 0
         self._cached: Population | None = None
@@ -298,7 +302,12 @@ class Fold:
             raise ValueError(f"batch {int(table.batch[0])} folded after {self.batches} batches")
         self.running, means, variances = update_running(self.running, table, self.momentum, trace)
         self.batches += len(table)
-        self.rows += int(table.rows.sum())
+        added = int(table.rows.sum())
+        self.rows += added
+        if added:
+            if not self.segments or self.segments[-1] % self.batch_size:
+                self.segments.append(0)  # after a short batch, batches start anew
+            self.segments[-1] += added
         self._cached = None
         if self.summary is not None and len(table):
             if table.sketch is None:
@@ -345,6 +354,7 @@ class Fold:
             self.rows,
             self.summary.take(index) if self.summary is not None else None,
             sketch=False,
+            segments=self.segments,
         )
         return fold
 
@@ -385,4 +395,62 @@ def concat_columns(folds: Sequence[Fold]) -> Fold:
         first.rows,
         summary,
         sketch=False,
+    )
+
+
+def merge_running(a: RunningState, b: RunningState, momentum: Momentum) -> RunningState:
+    """The running statistics of A's batches followed by B's, from each alone.
+
+    The EMA is affine in its start (design.md §5): ``r_AB = (1-m)^k_B * r_A +
+    (r_B - (1-m)^k_B * start)``, start 0 for the mean and 1 for the variance,
+    ``k_B`` B's updates; the cumulative average weighs each side by its updates.
+    Equal to running the recurrence over both up to rounding (not bit for bit).
+    """
+    ka, kb = a.updates.astype(np.float64), b.updates.astype(np.float64)
+    if momentum is None:
+        total = ka + kb
+        safe = np.maximum(total, 1.0)
+        mean = np.where(total > 0, (ka * a.mean + kb * b.mean) / safe, a.mean)
+        var = np.where(total > 0, (ka * a.var + kb * b.var) / safe, a.var)
+        mean = np.where(kb == 0, a.mean, np.where(ka == 0, b.mean, mean))
+        var = np.where(kb == 0, a.var, np.where(ka == 0, b.var, var))
+    else:
+        keep = np.power(1.0 - momentum, kb)
+        mean = keep * a.mean + b.mean  # the mean's start is 0
+        var = keep * a.var + (b.var - keep)  # the variance's start is 1
+        mean = np.where(kb == 0, a.mean, mean)
+        var = np.where(kb == 0, a.var, np.maximum(var, 0.0))
+    return RunningState(mean, var, a.updates + b.updates)
+
+
+def merge_folds(a: Fold, b: Fold) -> Fold:
+    """The fold of A's batches followed by B's (same columns, batch size, momentum).
+
+    Population statistics by the Chan update, running statistics by
+    `merge_running`, distribution summaries by adding their counts; B's batches
+    start at B's first row, so when A ended on a short batch the result has one more
+    segment.
+    """
+    if a.columns != b.columns or a.batch_size != b.batch_size or a.momentum != b.momentum:
+        raise ValueError("folds of different columns, batch sizes or momenta do not merge")
+    summary = None  # the distribution summaries merge exactly (counts), if both have one
+    if a.summary is not None and b.summary is not None:
+        summary = a.summary.added(b.summary.hist, b.summary.nulls, b.summary.zeros)
+    segments = list(a.segments)
+    for rows in b.segments:
+        if segments and segments[-1] % a.batch_size == 0:
+            segments[-1] += rows
+        else:
+            segments.append(rows)
+    return Fold(
+        a.columns,
+        a.batch_size,
+        a.momentum,
+        merge_population(a.population, b.population),
+        merge_running(a.running, b.running, a.momentum),
+        a.batches + b.batches,
+        a.rows + b.rows,
+        summary,
+        sketch=False,
+        segments=segments,
     )

@@ -28,8 +28,8 @@ import pyarrow as pa
 from . import diagnostics
 from . import maps as mp
 from .diagnostics import Trend
-from .errors import DataError, UsageError, did_you_mean, opt, phrase
-from .fold import Fold, Momentum, Population, Running, RunningState
+from .errors import DataError, StatsFileError, UsageError, did_you_mean, opt, phrase
+from .fold import Fold, Momentum, Population, Running, RunningState, merge_folds
 from .frames import to_polars
 from .moments import Moments, MomentsTable, table_moments
 from .sketch import Summary
@@ -188,6 +188,11 @@ class BatchNorm:
         return self.state_.fold.rows if self.state_ else 0
 
     @property
+    def segments_(self) -> list[int]:
+        """Rows of each run of batches (more than one after merging onto a short batch)."""
+        return list(self.state_.fold.segments) if self.state_ else []
+
+    @property
     def num_batches_tracked_(self) -> int:
         return self.state_.fold.batches if self.state_ else 0
 
@@ -327,11 +332,22 @@ class BatchNorm:
             yield to_polars(batch)
 
     def note_ranges(self, frame: pl.DataFrame, table: MomentsTable) -> None:
+        """`_warn_integers` for the integer columns of ``frame``."""
+        schema = frame.schema
+        self._warn_integers(
+            table, {c for c in table.columns if c in schema and schema[c].is_integer()}
+        )
+
+    def check_integers(self, table: MomentsTable) -> None:
+        """`note_ranges` for a table computed elsewhere (by the fitted dtypes)."""
+        dtypes = self._state().dtypes
+        self._warn_integers(table, {c for c in table.columns if "Int" in dtypes.get(c, "")})
+
+    def _warn_integers(self, table: MomentsTable, integers: set[str]) -> None:
         """Integers beyond 2^53 are rounded to float64 (the policy); say so once."""
         state = self._state()
-        schema = frame.schema
         for j, c in enumerate(table.columns):
-            if c not in schema or not schema[c].is_integer() or not len(table):
+            if c not in integers or not len(table):
                 continue
             top = max(-np.fmin.reduce(table["min"][:, j]), np.fmax.reduce(table["max"][:, j]))
             if top > 2.0**53:
@@ -546,6 +562,58 @@ class BatchNorm:
             trend=s.trend.take(keep) if s.trend is not None else None,
         )
         return new
+
+
+def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> BatchNorm:
+    """One fitted model for the data of ``models``, in that order (A's rows, then B's...).
+
+    The fits must agree on everything but the data: columns and their dtypes,
+    batch size, momentum, eps, inf policy, gamma and beta. Population statistics
+    merge by the Chan update, running statistics compose (`fold.merge_folds`).
+    ``names`` name the models in errors (the statistics files).
+    """
+    if not models:
+        raise UsageError("merge: give at least one statistics file")
+    labels = list(names) if names is not None else [f"model {i + 1}" for i in range(len(models))]
+    first = models[0]
+    a = first._state()
+    fold = a.fold
+    warnings = list(a.warnings)
+    for model, label in zip(models[1:], labels[1:], strict=True):
+        b = model._state()
+        for what, mine, theirs in (
+            ("columns", a.columns, b.columns),
+            ("dtypes", a.dtypes, b.dtypes),
+            ("batch size", first.batch_size, model.batch_size),
+            ("momentum", first.momentum, model.momentum),
+            ("eps", first.eps, model.eps),
+            ("inf policy", first.inf, model.inf),
+            ("gamma", a.gamma.tolist(), b.gamma.tolist()),
+            ("beta", a.beta.tolist(), b.beta.tolist()),
+        ):
+            if mine != theirs:
+                raise StatsFileError(
+                    f"{label}: its {what} ({_shown(theirs)}) differs from {labels[0]}'s"
+                    f" ({_shown(mine)}); only fits made with the same options merge: re-fit"
+                    " with matching options",
+                    file=label,
+                )
+        fold = merge_folds(fold, b.fold)
+        warnings += [w for w in b.warnings if w not in warnings]
+    out = type(first)(
+        batch_size=first.batch_size,
+        momentum="cumulative" if first.momentum is None else first.momentum,
+        eps=first.eps,
+        columns=a.columns,
+        inf=first.inf,
+    )
+    out.state_ = replace(a, fold=fold, warnings=warnings)
+    return out
+
+
+def _shown(value: object) -> str:
+    text = "cumulative" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _arrow(data: Data) -> pa.Table:

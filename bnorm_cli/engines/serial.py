@@ -135,24 +135,44 @@ GROUP_BYTES = 64 << 20
 Reopen = Callable[[list[str]], Source]
 
 
+def start(model: BatchNorm, source: Source, resume: bool = False) -> None:
+    """Reset ``model`` for ``source`` or, with ``resume``, check that ``source`` can
+    continue its fit (``fit --update``: the new batches follow the saved ones)."""
+    if resume:
+        check_fitted(model, source)
+    else:
+        model.start(polars_schema(source.schema))
+
+
+def check_fitted(model: BatchNorm, source: Source) -> None:
+    """The fitted columns must be present and numeric in ``source``."""
+    try:
+        model.check_schema(polars_schema(source.schema))
+    except DataError as e:
+        raise DataError(f"{source.name}: {e.raw}", file=source.name, column=e.column) from None
+
+
 def fit(
     model: BatchNorm,
     source: Source,
     progress: Progress,
     profile: Profile | None = None,
     reopen: Reopen | None = None,
+    resume: bool = False,
 ) -> None:
-    """One pass: population and running statistics (and the report's profile).
+    """One pass: population and running statistics (and the report's profile);
+    with ``resume``, folded onto the model's saved statistics.
 
     ``reopen(columns)`` opens the input again reading only ``columns`` (a columnar
     file can be read again at no cost); given that, a wide input is fitted column
-    group by column group, in several passes that each read only their columns.
+    group by column group, in several passes that each read only their columns
+    (not with ``resume``: the groups start from nothing).
     """
-    model.start(polars_schema(source.schema))
+    start(model, source, resume)
     rows = chunk_rows(model.batch_size)
     width = max(1, GROUP_BYTES // (8 * rows))
     columns = model.columns_
-    if reopen is not None and profile is None and len(columns) > width:
+    if reopen is not None and profile is None and not resume and len(columns) > width:
         groups = [columns[i : i + width] for i in range(0, len(columns), width)]
         done = [_fit_group(model, reopen(g), g, progress, len(groups)) for g in groups]
         state = model.state_
@@ -219,10 +239,7 @@ def transform(
     the same pass; ``gate`` runs after the last row, before the output is
     complete: raising there withholds it (the writer removes its temporary file).
     """
-    try:
-        model.check_schema(polars_schema(source.schema))
-    except DataError as e:
-        raise DataError(f"{source.name}: {e.raw}", file=source.name, column=e.column) from None
+    check_fitted(model, source)
     columns = model.columns_
     schema = output_schema(source.schema, columns, dtype)
     maps = model.maps(use)
@@ -243,7 +260,7 @@ def transform(
                 if watch is not None:
                     table = watch.table(frame, rows, model.inf, batch.num_rows)
                     watch.add(table)
-                elif observed is not None or profile is not None or _has_inf(frame):
+                elif observed is not None or profile is not None or has_inf(frame):
                     table = table_moments(
                         frame,
                         columns,
@@ -276,7 +293,8 @@ def transform(
     return schema, run()
 
 
-def _has_inf(frame: pl.DataFrame) -> bool:
+def has_inf(frame: pl.DataFrame) -> bool:
+    """Whether a +/-inf is among the values (the --inf policy decides)."""
     if not frame.width:
         return False
     # max() skips NaN and nulls, so the largest magnitude is inf exactly when an

@@ -120,6 +120,7 @@ SCHEMA: dict[str, Any] = {
         "input_columns": {"type": "object", "additionalProperties": {"type": "string"}},
         "requires": {"type": "array", "items": {"type": "string"}},
         "reading": {"type": "object"},
+        "segments": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2},
         "columns": {"type": "object", "additionalProperties": _COLUMN},
     },
 }
@@ -176,6 +177,7 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         "inf": model.inf,
         "rows": model.rows_,
         "num_batches_tracked": model.num_batches_tracked_,
+        **({"segments": segments} if len(segments := model.segments_) > 1 else {}),
         "input_columns": dict(model.input_schema_),
         **({"reading": dict(model.reading_)} if model.reading_ else {}),
         "columns": columns,
@@ -348,6 +350,7 @@ def from_dict(
         rows=doc["rows"],
         summary=summary,
         sketch=False,
+        segments=doc.get("segments"),
     )
     model.state_ = FitState(
         columns=columns,
@@ -390,7 +393,12 @@ def _check_consistent(doc: dict[str, Any], source: str) -> None:
         )
 
     rows, size = doc["rows"], doc["batch_size"]
-    if doc["num_batches_tracked"] != -(-rows // size):
+    segments = doc.get("segments", [rows])
+    if sum(segments) != rows:
+        raise bad(f"segments add up to {sum(segments)} rows, not rows ({rows})")
+    if any(s % size == 0 for s in segments[:-1]):
+        raise bad("segments: a segment of whole batches does not start another")
+    if doc["num_batches_tracked"] != sum(-(-s // size) for s in segments):
         raise bad(f"num_batches_tracked {doc['num_batches_tracked']} does not fit {rows} rows")
     for c, col in doc["columns"].items():
         if col["count"] + col["null_count"] != rows:

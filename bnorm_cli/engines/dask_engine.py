@@ -1,0 +1,394 @@
+"""The Dask engine: the seam of design.md §5 with moments and apply on workers.
+
+The plan (`io.plan`) cuts footer-indexed inputs (Parquet row groups, Arrow IPC
+record batches) into spans of whole batches; each worker reads the units its
+span needs and returns the span's moments table (`core.moments.table_moments`,
+a pure function of the batch's rows, so the same bits as the serial engine);
+the client folds the tables in batch order (`core.fold.Fold`). transform and
+normalize then map each span on a worker with its batches' affine maps
+(`core.maps`) and write one Parquet part per span into a dataset directory.
+
+Dask is imported here only: the serial engine and ``import bnorm_cli`` never
+load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..core.errors import BnormError, DataError, OutputError
+from ..core.maps import Maps, apply_batch_maps, apply_maps, batch_maps, running_maps
+from ..core.model import BatchNorm, Mode, Use
+from ..core.moments import MomentsTable, table_moments
+from ..io.plan import Unit, batch_spans
+from .serial import has_inf, output_schema
+
+Progress = Callable[[int], None]
+#: Rows per task: a few chunks of whole batches (the worker holds one span).
+SPAN_ROWS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Span:
+    """Batches ``[first, first + count)`` of the input and the units holding them."""
+
+    index: int
+    first: int
+    count: int
+    units: tuple[Unit, ...]
+    batch_size: int
+
+    @property
+    def first_row(self) -> int:
+        return self.first * self.batch_size
+
+    def rows(self, total: int) -> int:
+        return min(total, (self.first + self.count) * self.batch_size) - self.first_row
+
+    def read(self, columns: Sequence[str] | None, total: int) -> pa.Table:
+        """The span's rows (only ``columns``, if given), read from its units alone."""
+        table = pa.concat_tables([u.read(columns) for u in self.units])
+        return table.slice(self.first_row - self.units[0].first_row, self.rows(total))
+
+
+def spans(units: Sequence[Unit], batch_size: int, span_rows: int | None = None) -> list[Span]:
+    """The tasks: runs of whole batches of about ``span_rows`` rows (`SPAN_ROWS`)."""
+    target = span_rows or SPAN_ROWS
+    return [
+        Span(i, first, count, tuple(needed), batch_size)
+        for i, (first, count, needed) in enumerate(batch_spans(units, batch_size, target))
+    ]
+
+
+def total_rows(units: Sequence[Unit]) -> int:
+    return units[-1].first_row + units[-1].rows if units else 0
+
+
+# -- tasks (run on workers; module-level so they pickle by reference) ---------------------
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def moments_task(
+    span: Span,
+    columns: list[str],
+    inf: str,
+    batch0: int,
+    row0: int,
+    total: int,
+    sketch: bool = True,
+) -> MomentsTable:
+    """The span's moments table, labelled after the ``batch0`` batches already folded."""
+    frame = _frame(span.read(columns, total))
+    return table_moments(
+        frame,
+        columns,
+        span.batch_size,
+        first_batch=batch0 + span.first,
+        first_row=row0 + span.first_row,
+        inf=inf,
+        rows=span.rows(total),
+        sketch=sketch,
+    )
+
+
+def apply_task(
+    span: Span,
+    columns: list[str],
+    maps: Any,
+    per_batch: np.ndarray | None,
+    dtype: type[pl.DataType],
+    inverse: bool,
+    schema: pa.Schema,
+    directory: str,
+    total: int,
+    inf: str | None = None,
+    row0: int = 0,
+) -> int:
+    """Map the span (constant maps, or one `Maps` row per batch) and write its part."""
+    table = span.read(None, total)
+    numeric = _frame(table.select(columns))
+    if inf is not None and has_inf(numeric):  # transform: the policy, as the serial engine
+        table_moments(numeric, columns, numeric.height, first_row=row0, inf=inf)
+    if per_batch is None:
+        out = apply_maps(numeric, maps, dtype, inverse=inverse)
+    else:
+        out = apply_batch_maps(numeric, columns, maps, per_batch, dtype)
+    arrays = [
+        out.get_column(f.name).to_arrow() if f.name in out.columns else table.column(f.name)
+        for f in schema
+    ]
+    result = pa.Table.from_arrays(arrays, schema=schema)
+    pq.write_table(result, os.path.join(directory, part_name(span.index)))
+    return result.num_rows
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+# -- the client side ------------------------------------------------------------------------
+def _results(client: Any, futures: list[Any], name: str, batch_size: int) -> Iterator[Any]:
+    """Each future's result, in submission order (collected as they finish)."""
+    from distributed import as_completed
+
+    position = {f.key: i for i, f in enumerate(futures)}
+    done: dict[int, Any] = {}
+    following = 0
+    try:
+        for future in as_completed(futures):
+            i = position[future.key]
+            try:
+                done[i] = future.result()
+            except BnormError as e:
+                raise _located(name, batch_size, e) from None
+            except Exception as e:  # a worker died, the cluster went away
+                raise DataError(
+                    f"{name}: the Dask cluster failed ({type(e).__name__}: {e});"
+                    " check the workers, or run without --engine dask"
+                ) from e
+            while following in done:
+                yield done.pop(following)
+                following += 1
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+def _located(name: str, batch_size: int, err: BnormError) -> BnormError:
+    if err.row is None or not isinstance(err, DataError):
+        return err
+    batch = (err.row - 1) // batch_size + 1
+    return DataError(
+        f"{name}: batch {batch}: {err}", file=name, column=err.column, row=err.row, batch=batch
+    )
+
+
+def _fold_spans(
+    model: BatchNorm,
+    client: Any,
+    plan: list[Span],
+    name: str,
+    total: int,
+    progress: Progress,
+    trace: bool = False,
+) -> Iterator[tuple[Span, MomentsTable, tuple[np.ndarray, np.ndarray] | None]]:
+    """Moments of every span on the workers, folded on the client in batch order."""
+    fold = model.state_.fold if model.state_ else None
+    assert fold is not None
+    batch0, row0 = fold.batches, fold.rows
+    futures = [
+        client.submit(
+            moments_task,
+            s,
+            model.columns_,
+            model.inf,
+            batch0,
+            row0,
+            total,
+            model.sketch,
+            pure=False,
+        )
+        for s in plan
+    ]
+    for span, table in zip(plan, _results(client, futures, name, model.batch_size), strict=True):
+        model.check_integers(table)
+        traced = model.fold(table, trace=trace)
+        progress(span.rows(total))
+        yield span, table, traced
+
+
+def fit(
+    model: BatchNorm,
+    units: list[Unit],
+    client: Any,
+    name: str,
+    progress: Progress,
+    span_rows: int | None = None,
+) -> None:
+    """The statistics of ``units`` folded onto ``model``'s state (started or loaded)."""
+    total = total_rows(units)
+    for _ in _fold_spans(
+        model, client, spans(units, model.batch_size, span_rows), name, total, progress
+    ):
+        pass
+
+
+def transform(
+    model: BatchNorm,
+    units: list[Unit],
+    schema: pa.Schema,
+    client: Any,
+    name: str,
+    output: str,
+    use: Use,
+    dtype: type[pl.DataType],
+    inverse: bool,
+    progress: Progress,
+    span_rows: int | None = None,
+) -> int:
+    """Inference mode on the workers: one Parquet part per span in directory ``output``."""
+    maps = model.maps(use)
+    if inverse:
+        model.check_invertible(maps)
+    out_schema = output_schema(schema, model.columns_, dtype)
+    total = total_rows(units)
+    plan = spans(units, model.batch_size, span_rows)
+    with dataset_directory(output) as tmp:
+        futures = [
+            client.submit(
+                apply_task,
+                s,
+                model.columns_,
+                maps,
+                None,
+                dtype,
+                inverse,
+                out_schema,
+                tmp,
+                total,
+                model.inf,
+                s.first_row,
+                pure=False,
+            )
+            for s in plan
+        ]
+        rows = 0
+        for written in _results(client, futures, name, model.batch_size):
+            rows += written
+            progress(written)
+    return rows
+
+
+def normalize(
+    model: BatchNorm,
+    units: list[Unit],
+    schema: pa.Schema,
+    client: Any,
+    name: str,
+    output: str,
+    mode: Mode,
+    dtype: type[pl.DataType],
+    progress: Progress,
+    span_rows: int | None = None,
+    check: Callable[[], None] | None = None,
+) -> int:
+    """Training mode in two passes over the files: moments on the workers, the fold
+    on the client (each batch's map), then each span mapped on a worker.
+    ``check()`` runs between the two (an error there writes nothing)."""
+    s = model.state_
+    assert s is not None
+    total = total_rows(units)
+    plan = spans(units, model.batch_size, span_rows)
+    out_schema = output_schema(schema, model.columns_, dtype)
+    jobs: list[tuple[Span, Maps, np.ndarray]] = []
+    for span, table, traced in _fold_spans(
+        model, client, plan, name, total, lambda r: None, trace=True
+    ):
+        assert traced is not None
+        if mode == "running":
+            maps = running_maps(traced, model.eps, s.gamma, s.beta, s.columns)
+        else:
+            maps = batch_maps(table, model.eps, s.gamma, s.beta, s.columns)
+        jobs.append((span, maps, table.rows))
+    if check is not None:
+        check()
+    with dataset_directory(output) as tmp:
+        futures = [
+            client.submit(
+                apply_task,
+                span,
+                model.columns_,
+                maps,
+                rows,
+                dtype,
+                False,
+                out_schema,
+                tmp,
+                total,
+                pure=False,
+            )
+            for span, maps, rows in jobs
+        ]
+        written_rows = 0
+        for written in _results(client, futures, name, model.batch_size):
+            written_rows += written
+            progress(written)
+    return written_rows
+
+
+@contextlib.contextmanager
+def dataset_directory(target: str) -> Iterator[str]:
+    """A temporary directory beside ``target``, renamed onto it when every part is
+    written (an existing bnorm dataset there is replaced; a failed run leaves none)."""
+    path = Path(target)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists() and not _is_dataset(path):
+        raise OutputError(
+            f"{path}: exists and is not a bnorm dataset directory; choose another output path"
+        )
+    tmp = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-", dir=parent)
+    try:
+        yield tmp
+        if path.exists():
+            old = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-old-", dir=parent)
+            os.replace(path, os.path.join(old, "d"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _is_dataset(path: Path) -> bool:
+    """A directory holding only bnorm parts (so replacing it loses nothing else)."""
+    if not path.is_dir():
+        return False
+    return all(p.name.startswith("part-") and p.suffix == ".parquet" for p in path.iterdir())
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A client of the cluster at ``scheduler``, or of a local one started (on
+    127.0.0.1, ``workers`` single-threaded processes) and stopped here."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as e:
+            raise BnormError(
+                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e}); check the"
+                " address, or leave --scheduler out to start a local cluster"
+            ) from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers or min(4, os.cpu_count() or 1),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,  # a failed task is reported once, by the client
+        ) as local,
+        Client(local) as client,
+    ):
+        yield client

@@ -1,0 +1,255 @@
+"""One conformance suite for every engine: the serial engine and the Dask engine
+(a local cluster of two worker processes on 127.0.0.1, started once for this
+module and stopped at its end) write the same statistics file bytes and the
+same output values, and fail with the same messages.
+
+The Dask engine's tasks are cut small here (`SPAN_ROWS`) so that a few thousand
+rows make many spans, computed on different workers and folded on the client.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+from bnorm_cli.cli.app import app
+from bnorm_cli.engines import dask_engine
+
+runner = CliRunner()
+ENGINES = ["serial", "dask"]
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The options that select the engine (the Dask one with small tasks)."""
+    if request.param == "serial":
+        return []
+    monkeypatch.setattr(dask_engine, "SPAN_ROWS", 1500)
+    return ["--engine", "dask", "--scheduler", request.getfixturevalue("scheduler")]
+
+
+def run(args: list[Any], code: int = 0) -> Any:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], pl.DataFrame]:
+    """Three Parquet files with uneven row groups: NaN, nulls, a jump, an offset."""
+    tmp = tmp_path_factory.mktemp("engines")
+    rng = np.random.default_rng(3)
+    frames, paths = [], []
+    for i, (rows, group) in enumerate([(2000, 300), (7, 7), (3001, 1000)]):
+        x = rng.normal(1e9, 1e-3, rows)
+        x[::13] = np.nan
+        k = [None if j % 11 == 3 else int(v) for j, v in enumerate(rng.integers(-50, 50, rows))]
+        frame = pl.DataFrame(
+            {
+                "x": x,
+                "t": [f"r{i}-{j}" for j in range(rows)],
+                "k": pl.Series(k, dtype=pl.Int64),
+                "j": np.concatenate([np.zeros(rows // 2), np.full(rows - rows // 2, 1e9)]),
+            }
+        )
+        path = tmp / f"part-{i}.parquet"
+        pq.write_table(frame.to_arrow(), path, row_group_size=group)
+        frames.append(frame)
+        paths.append(path)
+    return paths, pl.concat(frames)
+
+
+def read_output(path: Path) -> pl.DataFrame:
+    if path.is_dir():
+        return pl.read_parquet(sorted(path.glob("part-*.parquet")))
+    return pl.read_parquet(path)
+
+
+def serial_reference(tmp: Path, paths: list[Path], *args: Any) -> Path:
+    out = tmp / "serial-reference.parquet"
+    run([*args[:1], *paths, *args[1:], "-o", out, "-q"])
+    return out
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["-b", "7"], ["-b", "1000", "--momentum", "cumulative"], ["-b", "65536", "-x", "k"]],
+)
+def test_fit(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], options: list[str]
+) -> None:
+    paths, _ = dataset
+    serial, stats = tmp_path / "serial.json", tmp_path / "stats.json"
+    run(["fit", *paths, "-s", serial, *options, "-q"])
+    run(["fit", *paths, "-s", stats, *options, "-q", *engine])
+    assert stats.read_text() == serial.read_text()
+
+
+def test_fit_update(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str]
+) -> None:
+    paths, _ = dataset
+    serial, stats = tmp_path / "serial.json", tmp_path / "stats.json"
+    for target, extra in ((serial, []), (stats, engine)):
+        run(["fit", paths[0], "-s", target, "-b", "64", "-q", *extra])
+        run(["fit", *paths[1:], "-s", target, "--update", "-q", *extra])
+    assert stats.read_text() == serial.read_text()
+
+
+@pytest.mark.parametrize(
+    "options", [["--use", "population"], ["--use", "running", "--dtype", "float32"], ["--inverse"]]
+)
+def test_transform(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], options: list[str]
+) -> None:
+    paths, whole = dataset
+    stats = tmp_path / "stats.json"
+    run(["fit", *paths, "-s", stats, "-b", "100", "-q"])
+    expected = serial_reference(tmp_path, paths, "transform", "-s", stats, *options)
+    out = tmp_path / ("out" if engine else "out.parquet")
+    run(["transform", *paths, "-s", stats, "-o", out, *options, "-q", *engine])
+    got = read_output(out)
+    assert got.height == whole.height and got.columns == whole.columns
+    assert_frame_equal(got, read_output(expected))
+
+
+@pytest.mark.parametrize("mode", ["batch", "running"])
+def test_normalize(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], mode: str
+) -> None:
+    paths, _ = dataset
+    serial_stats, stats = tmp_path / "serial.json", tmp_path / "stats.json"
+    expected = serial_reference(
+        tmp_path, paths, "normalize", "--mode", mode, "-b", "64", "-s", serial_stats
+    )
+    out = tmp_path / ("out" if engine else "out.parquet")
+    run(["normalize", *paths, "-o", out, "--mode", mode, "-b", "64", "-s", stats, "-q", *engine])
+    assert_frame_equal(read_output(out), read_output(expected))
+    assert stats.read_text() == serial_stats.read_text()
+
+
+def test_arrow_ipc_file(tmp_path: Path, engine: list[str]) -> None:
+    frame = pl.DataFrame({"x": np.random.default_rng(1).normal(5, 2, 3000), "t": ["a"] * 3000})
+    path = tmp_path / "in.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, frame.to_arrow().schema) as w:
+        w.write_table(frame.to_arrow(), max_chunksize=700)
+    serial, stats = tmp_path / "serial.json", tmp_path / "stats.json"
+    run(["fit", path, "-s", serial, "-b", "64", "-q"])
+    run(["fit", path, "-s", stats, "-b", "64", "-q", *engine])
+    assert stats.read_text() == serial.read_text()
+
+
+def test_bad_values_fail_alike(tmp_path: Path, engine: list[str]) -> None:
+    frame = pl.DataFrame({"x": np.arange(5000, dtype=np.float64)})
+    frame[4321, "x"] = np.inf
+    path = tmp_path / "inf.parquet"
+    pq.write_table(frame.to_arrow(), path, row_group_size=700)
+    stats = tmp_path / "s.json"
+    failed = run(["fit", path, "-s", stats, "-b", "100", *engine], 1)
+    assert "batch 44:" in failed.stderr and "row 4322" in failed.stderr
+    assert not stats.exists()
+    run(["fit", path, "-s", stats, "-b", "100", "--inf", "missing", "-q"])
+    out = tmp_path / ("out" if engine else "out.parquet")
+    again = run(["transform", path, "-s", stats, "-o", out, "--inf", "error", *engine], 1)
+    assert "row 4322" in again.stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if ".bnorm-" in p.name] == []
+
+
+def test_dask_refuses_what_it_cannot_plan(tmp_path: Path, scheduler: str) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("x\n1\n2\n")
+    dask = ["--engine", "dask", "--scheduler", scheduler]
+    text = run(["fit", path, "-s", tmp_path / "s.json", *dask], 2)
+    assert "Parquet or Arrow IPC" in text.stderr and "--engine serial" in text.stderr
+    pq.write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "a.parquet")
+    run(["fit", tmp_path / "a.parquet", "-s", tmp_path / "s.json", "-q"])
+    for output in ("-", tmp_path / "o.csv"):
+        bad = run(
+            ["transform", tmp_path / "a.parquet", "-s", tmp_path / "s.json", "-o", output, *dask], 2
+        )
+        assert "directory of Parquet parts" in bad.stderr
+    alone = run(["fit", tmp_path / "a.parquet", "-s", tmp_path / "s.json", "--workers", "2"], 2)
+    assert "--workers needs --engine dask" in alone.stderr
+
+
+def test_output_directory_is_replaced_only_if_it_is_a_dataset(
+    tmp_path: Path, scheduler: str
+) -> None:
+    pq.write_table(pa.table({"x": [1.0, 2.0, 4.0]}), tmp_path / "a.parquet")
+    stats = tmp_path / "s.json"
+    run(["fit", tmp_path / "a.parquet", "-s", stats, "-q"])
+    dask = ["--engine", "dask", "--scheduler", scheduler, "-q"]
+    out = tmp_path / "out"
+    for _ in range(2):  # a second run replaces the first one's parts
+        run(["transform", tmp_path / "a.parquet", "-s", stats, "-o", out, *dask])
+        assert [p.name for p in out.iterdir()] == ["part-00000.parquet"]
+    (out / "notes.txt").write_text("mine")
+    refused = run(["transform", tmp_path / "a.parquet", "-s", stats, "-o", out, *dask], 1)
+    assert "not a bnorm dataset directory" in refused.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_unreachable_scheduler(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "a.parquet")
+    failed = run(
+        [
+            "fit",
+            tmp_path / "a.parquet",
+            "-s",
+            tmp_path / "s.json",
+            "--engine",
+            "dask",
+            "--scheduler",
+            "tcp://127.0.0.1:9",
+        ],
+        1,
+    )
+    assert "cannot reach the Dask scheduler" in failed.stderr
+
+
+def test_the_serial_engine_never_imports_dask(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "a.parquet")
+    code = (
+        "import sys\n"
+        "import bnorm_cli, bnorm_cli.cli.app, bnorm_cli.engines.serial\n"
+        "from bnorm_cli.cli.app import app\n"
+        "from typer.testing import CliRunner\n"
+        f"r = CliRunner().invoke(app, ['fit', {str(tmp_path / 'a.parquet')!r}, '-s',"
+        f" {str(tmp_path / 's.json')!r}, '-q'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "loaded = [m for m in ('dask', 'distributed', 'fsspec', 's3fs') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert json.loads((tmp_path / "s.json").read_text())["rows"] == 2
