@@ -25,6 +25,7 @@ from ..io.atomic import check_run_paths, check_writable_target, staged, write_te
 from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
+from ..io.storage import is_url
 from ..report import drift as drift_report
 from ..report import summary as report
 from ..report.profile import Profile
@@ -998,6 +999,8 @@ def _check_dataset_output(output: str, inputs: list[str], fmt: str | None) -> No
             "--engine dask writes a directory of Parquet parts: give -o DIRECTORY"
             " (not -, no --output-format other than parquet)"
         )
+    if is_url(output):
+        return
     if Path(output).suffix and not Path(output).is_dir():
         raise UsageError(
             f"-o {output}: --engine dask writes a directory of Parquet parts; give a"

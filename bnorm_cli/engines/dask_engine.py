@@ -33,7 +33,9 @@ from ..core.errors import BnormError, DataError, OutputError
 from ..core.maps import Maps, apply_batch_maps, apply_maps, batch_maps, running_maps
 from ..core.model import BatchNorm, Mode, Use
 from ..core.moments import MomentsTable, table_moments
+from ..io import storage
 from ..io.plan import Unit, batch_spans
+from ..io.storage import is_url
 from .serial import has_inf, output_schema
 
 Progress = Callable[[int], None]
@@ -134,7 +136,12 @@ def apply_task(
         for f in schema
     ]
     result = pa.Table.from_arrays(arrays, schema=schema)
-    pq.write_table(result, os.path.join(directory, part_name(span.index)))
+    if is_url(directory):
+        fs, path = storage.filesystem(storage.join(directory, part_name(span.index)))
+        with fs.open(path, "wb") as f:
+            pq.write_table(result, f)
+    else:
+        pq.write_table(result, os.path.join(directory, part_name(span.index)))
     return result.num_rows
 
 
@@ -247,8 +254,8 @@ def transform(
         model.check_invertible(maps)
     out_schema = output_schema(schema, model.columns_, dtype)
     total = total_rows(units)
-    plan = spans(units, model.batch_size, span_rows)
-    with dataset_directory(output) as tmp:
+    plan = spans(units, 1, span_rows)  # constant maps: a span need not hold whole batches
+    with output_location(output) as tmp:
         futures = [
             client.submit(
                 apply_task,
@@ -307,7 +314,7 @@ def normalize(
         jobs.append((span, maps, table.rows))
     if check is not None:
         check()
-    with dataset_directory(output) as tmp:
+    with output_location(output) as tmp:
         futures = [
             client.submit(
                 apply_task,
@@ -329,6 +336,11 @@ def normalize(
             written_rows += written
             progress(written)
     return written_rows
+
+
+def output_location(target: str) -> contextlib.AbstractContextManager[str]:
+    """Where the parts go until they are all written (a directory, or a URL prefix)."""
+    return storage.dataset_prefix(target) if is_url(target) else dataset_directory(target)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ import pyarrow as pa
 from ..core.batching import polars_schema
 from ..core.errors import DataError, UsageError
 from ..core.model import BatchNorm, chunk_rows, is_numeric
+from . import storage
 from .formats import infer_format, is_data_file
 from .readers import (
     ENCODING_FIX,
@@ -45,6 +46,7 @@ from .readers import (
     shell_word,
 )
 from .schemas import check_same, conform, dataset_schema
+from .storage import is_url
 
 #: The folder name of a null partition value (Hive, Spark, pyarrow, polars).
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -69,7 +71,12 @@ def expand_inputs(patterns: Sequence[str], fmt: str | None) -> list[InputFile]:
         infer_format("-", fmt, "--input-format")  # an unknown name is a usage error first
     files: list[InputFile] = []
     for pattern in patterns:
-        if pattern != "-" and os.path.isdir(pattern):
+        if is_url(pattern):
+            urls = storage.glob(pattern) if _GLOB.search(pattern) else [pattern]
+            if not urls:
+                raise DataError(f"{pattern}: no object matches this pattern; check it")
+            files += [InputFile(u, infer_format(u, fmt, "--input-format")) for u in urls]
+        elif pattern != "-" and os.path.isdir(pattern):
             files += _directory(pattern, fmt)
         elif _GLOB.search(pattern) and not os.path.lexists(pattern):
             matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
@@ -88,7 +95,9 @@ def input_paths(patterns: Sequence[str]) -> list[str]:
     """Every file the INPUT arguments may read, for the never-write-onto-an-input check."""
     paths: list[str] = []
     for pattern in patterns:
-        if pattern != "-" and os.path.isdir(pattern):
+        if is_url(pattern):
+            paths.append(pattern)  # never a local output
+        elif pattern != "-" and os.path.isdir(pattern):
             paths += [path for path, _ in _walk(pattern)]
         elif _GLOB.search(pattern) and not os.path.lexists(pattern):
             paths += glob.glob(pattern, recursive=True)

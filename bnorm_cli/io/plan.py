@@ -15,12 +15,15 @@ import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.errors import DataError
+from . import storage
 from .inputs import InputFile
+from .storage import is_url
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,9 @@ class Unit:
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """This unit's rows (only ``columns``, if given)."""
         if self.fmt == "parquet":
-            pf = pq.ParquetFile(self.path, pre_buffer=False)
+            pf = pq.ParquetFile(_source(self.path), pre_buffer=False)
             return pf.read_row_groups(list(self.parts), columns=columns)
-        with pa.OSFile(self.path) as f:
+        with _source(self.path) as f:
             reader = pa.ipc.open_file(f)
             table = pa.Table.from_batches([reader.get_batch(i) for i in self.parts], reader.schema)
         return table.select(list(columns)) if columns is not None else table
@@ -65,20 +68,28 @@ def plan(files: Sequence[InputFile]) -> list[Unit] | None:
 
 
 def _regular_file(path: str) -> bool:
+    """A regular local file, or an object behind a URL (both can be read again)."""
+    if is_url(path):
+        return True
     try:
         return path != "-" and stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
 
 
+def _source(path: str) -> Any:
+    """A local path as a native file, a URL through fsspec."""
+    return storage.open_binary(path) if is_url(path) else pa.OSFile(path)
+
+
 def _part_rows(f: InputFile) -> list[int] | None:
     if f.fmt == "parquet":
-        meta = pq.read_metadata(f.path)
+        meta = pq.read_metadata(_source(f.path))
         return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    with open(f.path, "rb") as raw:
+    with _source(f.path) as raw:
         if raw.read(6) != b"ARROW1":
             return None  # an IPC stream: no footer
-    with pa.OSFile(f.path) as native:
+    with _source(f.path) as native:
         reader = pa.ipc.open_file(native)
         return [reader.get_record_batch(i).num_rows for i in range(reader.num_record_batches)]
 

@@ -31,8 +31,10 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..core.errors import DataError, UsageError
+from . import storage
 from .csv_parallel import Readable, parallel_csv
 from .formats import compression_of
+from .storage import is_url
 from .streams import Recorder, RowEnds, stdin
 
 CSV_BLOCK_SIZE = 4 << 20  # types are inferred from the first block of text input
@@ -104,7 +106,12 @@ def open_source(
     ``text``: how CSV/TSV fields are read (other formats are typed already).
     """
     name = "<stdin>" if path == "-" else path
-    if path != "-":
+    if is_url(path) and fmt not in ("parquet", "ipc"):
+        raise DataError(
+            f"{path}: URLs are read as Parquet or Arrow IPC files (they need seeking), not"
+            f" {fmt}; copy the file locally first"
+        )
+    if path != "-" and not is_url(path):
         _check_readable(path)
     if fmt in ("csv", "tsv"):
         text = text or TextOptions()
@@ -145,7 +152,8 @@ def _open_parquet(
     # Parquet needs to seek: stdin, a FIFO or a device is copied to a temporary file
     spool = None if _regular_file(path) else _spool(path)
     try:
-        pf = pq.ParquetFile(spool or path, pre_buffer=False, buffer_size=PARQUET_BUFFER_SIZE)
+        where = spool or (storage.open_binary(path) if is_url(path) else path)
+        pf = pq.ParquetFile(where, pre_buffer=False, buffer_size=PARQUET_BUFFER_SIZE)
         _check_names(pf.schema_arrow, name)
         columns = list(numeric(pf.schema_arrow)) if project and numeric else None
     except (pa.ArrowException, OSError, UnicodeDecodeError) as e:  # corrupt: names not UTF-8
@@ -564,6 +572,8 @@ def _open_ipc(
                 reader = pa.ipc.open_file(pa.BufferReader(buffered.read()))
             else:
                 reader = pa.ipc.open_stream(buffered)
+        elif is_url(path):
+            reader = pa.ipc.open_file(storage.open_binary(path))
         else:
             f = pa.OSFile(path)
             is_file = f.read(len(_IPC_MAGIC)) == _IPC_MAGIC
@@ -710,6 +720,10 @@ def read_schema(path: str, fmt: str) -> pa.Schema | None:
     try:
         if path == "-":
             return None
+        if is_url(path):
+            if fmt == "parquet":
+                return pq.read_schema(storage.open_binary(path))
+            return pa.ipc.open_file(storage.open_binary(path)).schema if fmt == "ipc" else None
         if fmt == "parquet":
             return pq.read_schema(path)
         if fmt == "ipc":

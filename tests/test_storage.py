@@ -1,0 +1,144 @@
+"""Object storage through fsspec: S3 URLs against a moto server on 127.0.0.1 (started
+for this module, stopped at its end). Inputs read from S3 give the statistics
+file bytes and output values of the same files read locally, with both engines
+(the Dask one on an in-process cluster, which shares this process's S3 settings).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+from bnorm_cli.cli.app import app
+
+runner = CliRunner()
+BUCKET = "bnorm-test"
+
+
+def run(args: list[Any], code: int = 0) -> Any:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 and the environment pointing at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    saved = dict(os.environ)
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(s3: str) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    # in-process workers (inproc://, no sockets) share this process's S3 settings
+    cluster = LocalCluster(n_workers=2, processes=False, dashboard_address=None)
+    try:
+        with Client(cluster) as c:
+            yield c
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def files(s3: str, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    import s3fs
+
+    tmp = tmp_path_factory.mktemp("s3")
+    rng = np.random.default_rng(5)
+    paths = []
+    for i, rows in enumerate([1500, 2501]):
+        x = rng.normal(1e6, 1e-2, rows)
+        x[::7] = np.nan
+        frame = pl.DataFrame({"x": x, "k": rng.integers(0, 9, rows), "t": ["s"] * rows})
+        path = tmp / f"part-{i}.parquet"
+        pq.write_table(frame.to_arrow(), path, row_group_size=600)
+        paths.append(path)
+    fs = s3fs.S3FileSystem()
+    for p in paths:
+        fs.put(str(p), f"{BUCKET}/data/{p.name}")
+    fs.invalidate_cache()
+    return paths
+
+
+def test_serial_fit_from_s3(tmp_path: Path, files: list[Path]) -> None:
+    local, remote = tmp_path / "local.json", tmp_path / "remote.json"
+    run(["fit", *files, "-s", local, "-b", "100", "-q"])
+    run(["fit", f"s3://{BUCKET}/data/*.parquet", "-s", remote, "-b", "100", "-q"])
+    assert remote.read_text() == local.read_text()
+    out = tmp_path / "out.parquet"
+    run(["transform", f"s3://{BUCKET}/data/part-1.parquet", "-s", local, "-o", out, "-q"])
+    expected = tmp_path / "expected.parquet"
+    run(["transform", files[1], "-s", local, "-o", expected, "-q"])
+    assert_frame_equal(pl.read_parquet(out), pl.read_parquet(expected))
+
+
+def test_dask_from_and_to_s3(tmp_path: Path, files: list[Path], client: Any) -> None:
+    from bnorm_cli.engines import dask_engine
+
+    address = client.scheduler.address
+    dask = ["--engine", "dask", "--scheduler", address]
+    local, remote = tmp_path / "local.json", tmp_path / "remote.json"
+    run(["fit", *files, "-s", local, "-b", "100", "-q"])
+    urls = [f"s3://{BUCKET}/data/{p.name}" for p in files]
+    old = dask_engine.SPAN_ROWS
+    dask_engine.SPAN_ROWS = 1000
+    try:
+        run(["fit", *urls, "-s", remote, "-b", "100", "-q", *dask])
+        assert remote.read_text() == local.read_text()
+        target = f"s3://{BUCKET}/out"
+        for _ in range(2):  # the second run replaces the first one's parts
+            run(["transform", *urls, "-s", local, "-o", target, "-q", *dask])
+    finally:
+        dask_engine.SPAN_ROWS = old
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/out"))
+    assert names == [f"part-{i:05d}.parquet" for i in range(len(names))] and len(names) == 5
+    assert not [p for p in fs.ls(BUCKET) if ".bnorm-" in p]
+    got = pl.concat([pl.read_parquet(fs.open(f"{BUCKET}/out/{n}", "rb").read()) for n in names])
+    expected = tmp_path / "expected.parquet"
+    run(["transform", *files, "-s", local, "-o", expected, "-q"])
+    assert_frame_equal(got, pl.read_parquet(expected))
+
+
+def test_missing_object(tmp_path: Path, s3: str) -> None:
+    failed = run(["fit", f"s3://{BUCKET}/nope.parquet", "-s", tmp_path / "s.json"], 1)
+    assert f"s3://{BUCKET}/nope.parquet" in failed.stderr and "no such object" in failed.stderr
+    text = run(["fit", f"s3://{BUCKET}/a.csv", "-s", tmp_path / "s.json"], 1)
+    assert "Parquet or Arrow IPC" in text.stderr
