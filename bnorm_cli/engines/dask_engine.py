@@ -41,6 +41,8 @@ from .serial import has_inf, output_schema
 Progress = Callable[[int], None]
 #: Rows per task: a few chunks of whole batches (the worker holds one span).
 SPAN_ROWS = 1 << 20
+#: ... and at most about this many bytes of columns per task.
+SPAN_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,12 @@ class Span:
         return table.slice(self.first_row - self.units[0].first_row, self.rows(total))
 
 
-def spans(units: Sequence[Unit], batch_size: int, span_rows: int | None = None) -> list[Span]:
-    """The tasks: runs of whole batches of about ``span_rows`` rows (`SPAN_ROWS`)."""
-    target = span_rows or SPAN_ROWS
+def spans(
+    units: Sequence[Unit], batch_size: int, span_rows: int | None = None, width: int = 1
+) -> list[Span]:
+    """The tasks: runs of whole batches of about ``span_rows`` rows (`SPAN_ROWS`), fewer
+    for a wide input (about `SPAN_BYTES` of ``width`` float64 columns)."""
+    target = span_rows or max(1, min(SPAN_ROWS, SPAN_BYTES // (8 * max(width, 1))))
     return [
         Span(i, first, count, tuple(needed), batch_size)
         for i, (first, count, needed) in enumerate(batch_spans(units, batch_size, target))
@@ -229,9 +234,8 @@ def fit(
 ) -> None:
     """The statistics of ``units`` folded onto ``model``'s state (started or loaded)."""
     total = total_rows(units)
-    for _ in _fold_spans(
-        model, client, spans(units, model.batch_size, span_rows), name, total, progress
-    ):
+    plan = spans(units, model.batch_size, span_rows, len(model.columns_))
+    for _ in _fold_spans(model, client, plan, name, total, progress):
         pass
 
 
@@ -254,7 +258,8 @@ def transform(
         model.check_invertible(maps)
     out_schema = output_schema(schema, model.columns_, dtype)
     total = total_rows(units)
-    plan = spans(units, 1, span_rows)  # constant maps: a span need not hold whole batches
+    # constant maps: a span need not hold whole batches
+    plan = spans(units, 1, span_rows, len(schema))
     with output_location(output) as tmp:
         futures = [
             client.submit(
@@ -300,7 +305,7 @@ def normalize(
     s = model.state_
     assert s is not None
     total = total_rows(units)
-    plan = spans(units, model.batch_size, span_rows)
+    plan = spans(units, model.batch_size, span_rows, len(schema))
     out_schema = output_schema(schema, model.columns_, dtype)
     jobs: list[tuple[Span, Maps, np.ndarray]] = []
     for span, table, traced in _fold_spans(
