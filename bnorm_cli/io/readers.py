@@ -150,7 +150,7 @@ def _open_parquet(
     project: bool = False,
 ) -> Source:
     # Parquet needs to seek: stdin, a FIFO or a device is copied to a temporary file
-    spool = None if _regular_file(path) else _spool(path)
+    spool = None if _regular_file(path) or is_url(path) else _spool(path)
     try:
         where = spool or (storage.open_binary(path) if is_url(path) else path)
         pf = pq.ParquetFile(where, pre_buffer=False, buffer_size=PARQUET_BUFFER_SIZE)
@@ -562,7 +562,7 @@ def _open_ipc(
     """
     reader: pa.ipc.RecordBatchFileReader | pa.ipc.RecordBatchStreamReader
     try:
-        if not _regular_file(path):
+        if not _regular_file(path) and not is_url(path):
             raw = stdin() if path == "-" else open(path, "rb")  # noqa: SIM115
             stream = Recorder(raw, short_reads=True)
             head = stream.read(len(_IPC_MAGIC)) or b""
