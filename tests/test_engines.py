@@ -253,3 +253,34 @@ def test_the_serial_engine_never_imports_dask(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert json.loads((tmp_path / "s.json").read_text())["rows"] == 2
+
+
+def test_workers_with_other_versions_are_refused(scheduler: str) -> None:
+    from distributed import Client
+
+    from bnorm_cli.core.errors import BnormError
+
+    with Client(scheduler) as client:
+        dask_engine.check_versions(client)  # the same environment: accepted
+        other = {**dask_engine.versions(), "numpy": "0.0.1"}
+        with pytest.raises(BnormError, match=r"Dask worker tcp://127\.0\.0\.1:\d+ runs numpy"):
+            dask_engine.check_versions(client, other)
+
+
+def test_an_input_removed_during_the_run(tmp_path: Path, scheduler: str) -> None:
+    from distributed import Client
+
+    from bnorm_cli import BatchNorm
+    from bnorm_cli.core.errors import DataError
+    from bnorm_cli.io.inputs import expand_inputs
+    from bnorm_cli.io.plan import plan
+
+    path = tmp_path / "gone.parquet"
+    pq.write_table(pa.table({"x": np.arange(3000.0)}), path, row_group_size=1000)
+    units = plan(expand_inputs([str(path)], None))
+    assert units is not None
+    path.unlink()
+    model = BatchNorm(batch_size=100)
+    model.start(pl.Schema({"x": pl.Float64}))
+    with Client(scheduler) as client, pytest.raises(DataError, match="changed or removed"):
+        dask_engine.fit(model, units, client, str(path), lambda rows: None, span_rows=1000)

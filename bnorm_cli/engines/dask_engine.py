@@ -36,6 +36,7 @@ from ..core.moments import MomentsTable, table_moments
 from ..io import storage
 from ..io.plan import Unit, batch_spans
 from ..io.storage import is_url
+from ..version import __version__
 from .serial import has_inf, output_schema
 
 Progress = Callable[[int], None]
@@ -64,7 +65,14 @@ class Span:
 
     def read(self, columns: Sequence[str] | None, total: int) -> pa.Table:
         """The span's rows (only ``columns``, if given), read from its units alone."""
-        table = pa.concat_tables([u.read(columns) for u in self.units])
+        try:
+            table = pa.concat_tables([u.read(columns) for u in self.units])
+        except (OSError, pa.ArrowException) as e:
+            paths = ", ".join(sorted({u.path for u in self.units}))
+            raise DataError(
+                f"{paths}: a worker cannot read rows {self.first_row + 1} onwards ({e}); was the"
+                " input changed or removed during the run, or is it not visible to every worker?"
+            ) from None
         return table.slice(self.first_row - self.units[0].first_row, self.rows(total))
 
 
@@ -395,6 +403,7 @@ def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
                 " address, or leave --scheduler out to start a local cluster"
             ) from None
         with client:
+            check_versions(client)
             yield client
         return
     with (
@@ -408,4 +417,38 @@ def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         ) as local,
         Client(local) as client,
     ):
+        check_versions(client)
         yield client
+
+
+def versions() -> dict[str, str]:
+    """What a moments record's bits depend on: this bnorm and its numeric libraries."""
+    return {
+        "bnorm": __version__,
+        "numpy": np.__version__,
+        "polars": pl.__version__,
+        "pyarrow": pa.__version__,
+    }
+
+
+def check_versions(client: Any, mine: dict[str, str] | None = None) -> None:
+    """Every worker must run the client's versions (else the statistics could differ
+    from a serial fit's bits, or a task not unpickle)."""
+    mine = mine if mine is not None else versions()
+    try:
+        theirs = client.run(versions)
+    except Exception as e:
+        raise BnormError(
+            f"the Dask workers cannot run bnorm ({type(e).__name__}: {e}); install bnorm"
+            f" {__version__} on every worker"
+        ) from None
+    if not theirs:
+        raise BnormError("the Dask cluster has no workers; start some, or leave out --scheduler")
+    for worker, found in sorted(theirs.items()):
+        for name, version in mine.items():
+            if found.get(name) != version:
+                raise BnormError(
+                    f"Dask worker {worker} runs {name} {found.get(name)}, this bnorm runs"
+                    f" {version}; install the same versions on every worker (the statistics'"
+                    " bits depend on them)"
+                )
