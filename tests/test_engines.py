@@ -9,6 +9,7 @@ rows make many spans, computed on different workers and folded on the client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -284,3 +285,38 @@ def test_an_input_removed_during_the_run(tmp_path: Path, scheduler: str) -> None
     model.start(pl.Schema({"x": pl.Float64}))
     with Client(scheduler) as client, pytest.raises(DataError, match="changed or removed"):
         dask_engine.fit(model, units, client, str(path), lambda rows: None, span_rows=1000)
+
+
+def test_a_worker_dying_during_the_run_changes_nothing(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], scheduler: str
+) -> None:
+    """Tasks are pure: the scheduler reruns a dead worker's on another, same bits."""
+    import os as _os
+
+    from distributed import Client
+
+    from bnorm_cli import BatchNorm
+    from bnorm_cli.io.inputs import expand_inputs
+    from bnorm_cli.io.plan import plan
+
+    paths, whole = dataset
+    units = plan(expand_inputs([str(p) for p in paths], None))
+    assert units is not None
+    model = BatchNorm(batch_size=50)
+    model.start(pl.Schema({"x": pl.Float64, "t": pl.String, "k": pl.Int64, "j": pl.Float64}))
+    with Client(scheduler) as client:
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        killed = []
+
+        def progress(rows: int) -> None:
+            if not killed:  # after the first span: kill a worker with spans still to do
+                killed.append(victim)
+                with contextlib.suppress(Exception):
+                    client.run(_os._exit, 1, workers=[victim])
+
+        dask_engine.fit(model, units, client, "data", progress, span_rows=500)
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+        assert victim not in client.scheduler_info()["workers"]  # it did die
+    assert killed
+    serial = BatchNorm(batch_size=50, columns=["x", "k", "j"]).fit(whole)
+    assert model.population_ == serial.population_ and model.running_ == serial.running_
