@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from bnorm_cli import BatchNorm
 from bnorm_cli.cli.app import app
 from bnorm_cli.core import fold as fd
-from bnorm_cli.core.errors import StatsFileError
+from bnorm_cli.core.errors import DataError, StatsFileError
 from bnorm_cli.core.model import merge
 
 runner = CliRunner()
@@ -207,3 +207,20 @@ def test_cli_fit_update_errors(tmp_path: Path, files: tuple[Path, Path, Path]) -
     assert 'column "x" was fitted but is missing' in gone.stderr
     assert stats.read_text() == before  # a failed update leaves the file as it was
     assert math.isfinite(json.loads(before)["columns"]["x"]["mean"])
+
+
+def test_partial_fit_batches_save_and_load(tmp_path: Path) -> None:
+    """Batches shorter than batch_size, one per partial_fit call, are segments of
+    their own: the file loads (before segments it was refused as inconsistent)."""
+    model = BatchNorm()
+    for i in range(3):
+        model.partial_fit(pl.DataFrame({"x": [1.0, 2.0, 3.0 + i]}))
+    path = tmp_path / "p.json"
+    model.save(path)
+    again = BatchNorm.load(path)
+    assert again.segments_ == [3, 3, 3] and again.num_batches_tracked_ == 3
+    assert again.running_ == model.running_ and again.population_ == model.population_
+    longer = BatchNorm(batch_size=4).partial_fit(pl.DataFrame({"x": np.arange(9.0)}))
+    with pytest.raises(DataError, match="longest partial_fit batch"):
+        longer.save(tmp_path / "q.json")
+    assert not (tmp_path / "q.json").exists()

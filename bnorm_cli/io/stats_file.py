@@ -128,6 +128,13 @@ SCHEMA: dict[str, Any] = {
 
 def to_dict(model: BatchNorm) -> dict[str, Any]:
     """The statistics file's content for a fitted model."""
+    size = model.batch_size
+    if sum(-(-rows // size) for rows in model.segments_) != model.num_batches_tracked_:
+        raise DataError(
+            f"{model.num_batches_tracked_} batches of {model.rows_} rows do not fit batch size"
+            f" {size} (a partial_fit batch longer than it); a statistics file cannot record"
+            " that: make batch_size at least the longest partial_fit batch"
+        )
     columns: dict[str, Any] = {}
     for c in model.columns_:
         pop = model.population_[c]
