@@ -152,6 +152,10 @@ def test_cli_merge(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:
     for c in ("x", "k"):
         for key in ("mean", "var", "running_mean", "running_var"):
             assert got["columns"][c][key] == pytest.approx(want["columns"][c][key], rel=1e-12)
+    # the distribution summaries (exact counts) merge to the whole fit's
+    assert [got["columns"][c]["sketch"] for c in ("x", "k")] == [
+        want["columns"][c]["sketch"] for c in ("x", "k")
+    ]
     printed = run(["merge", a.with_suffix(".json"), b.with_suffix(".json"), "-o", "-", "-q"])
     assert json.loads(printed.stdout) == got
     # never onto an input; a missing file is named
