@@ -200,6 +200,20 @@ def test_dask_refuses_what_it_cannot_plan(tmp_path: Path, scheduler: str) -> Non
             ["transform", tmp_path / "a.parquet", "-s", tmp_path / "s.json", "-o", output, *dask], 2
         )
         assert "directory of Parquet parts" in bad.stderr
+    drift = run(
+        [
+            "transform",
+            tmp_path / "a.parquet",
+            "-s",
+            tmp_path / "s.json",
+            "-o",
+            tmp_path / "d",
+            "--drift",
+            *dask,
+        ],
+        2,
+    )
+    assert "--engine serial" in drift.stderr and not (tmp_path / "d").exists()
     alone = run(["fit", tmp_path / "a.parquet", "-s", tmp_path / "s.json", "--workers", "2"], 2)
     assert "--workers needs --engine dask" in alone.stderr
 
