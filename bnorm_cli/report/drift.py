@@ -34,6 +34,7 @@ import numpy as np
 from ..core.drift import ColumnDrift, Thresholds, Watch, common_grid, ordered
 from ..core.errors import UsageError
 from ..io.atomic import write_text
+from .summary import markdown_table
 
 HEADERS = ("column", "verdict", "PSI", "SMD", "var ratio", "KS", "W1/std", "null +/-", "outside")
 SUFFIXES = (".json", ".md", ".markdown", ".html", ".htm")
@@ -134,12 +135,12 @@ def to_markdown(r: DriftReport) -> str:
         "",
         caption(r) + ".",
         "",
-        "| " + " | ".join(HEADERS) + " | why |",
-        "|" + "|".join(["---", "---"] + ["---:"] * (len(HEADERS) - 2)) + "|---|",
+        *markdown_table(
+            [*HEADERS, "why"],
+            ["---", "---"] + ["---:"] * (len(HEADERS) - 2) + ["---"],
+            ([*cells(d), "; ".join(d.reasons)] for d in r.columns),
+        ),
     ]
-    for d in r.columns:
-        row = [*cells(d), "; ".join(d.reasons)]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     return "\n".join(lines) + "\n"
 
 

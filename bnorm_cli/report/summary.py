@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -149,17 +150,28 @@ def cells(row: Row) -> list[str]:
     ]
 
 
+def markdown_table(
+    headers: Sequence[str], aligns: Sequence[str], rows: Iterable[Sequence[str]]
+) -> list[str]:
+    """A Markdown table's lines (``aligns``: ``---`` or ``---:`` per column; ``|`` escaped)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    return lines
+
+
 def to_markdown(report: Report) -> str:
     lines = [
         f"# bnorm {report.command}: {report.source}",
         "",
         summary(report) + ".",
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
+        *markdown_table(
+            HEADERS,
+            ["---"] + ["---:"] * (len(HEADERS) - 1),
+            (cells(r) for r in report.columns),
+        ),
     ]
-    for r in report.columns:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
     if report.warnings:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in report.warnings)]
     return "\n".join(lines) + "\n"
