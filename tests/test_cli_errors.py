@@ -262,3 +262,27 @@ def test_each_command_says_what_it_wrote(stats: Path) -> None:
         app, ["transform", str(stats.parent / "d.csv"), "-s", str(stats), "-o", str(out), "-q"]
     )
     assert quiet.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "line"),
+    [('"NA"', "3", 2), ("1", '"NA"', 2)],
+)
+def test_ndjson_mixed_types_name_the_line(
+    tmp_path: Path, first: str, later: str, line: int
+) -> None:
+    path = tmp_path / "m.ndjson"
+    path.write_text(f'{{"a": 1, "b": {first}}}\n{{"a": 2, "b": {later}}}\n')
+    result = runner.invoke(app, ["fit", str(path), "-s", str(tmp_path / "s.json")])
+    one_line(result, 1, str(path), 'column "b"', f"(line {line})", "as null")
+
+
+def test_ndjson_string_in_a_later_block_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "big.ndjson"
+    rows = 300_000  # beyond the first read block, so pyarrow's row number is block-relative
+    bad = rows - 7
+    with path.open("w") as f:
+        for i in range(rows):
+            f.write(json.dumps({"a": i, "b": "NA" if i == bad else i * 0.5}) + "\n")
+    result = runner.invoke(app, ["fit", str(path), "-s", str(tmp_path / "s.json")])
+    one_line(result, 1, str(path), 'column "b"', f"(line {bad + 1})", "-x b")

@@ -656,28 +656,39 @@ def _json_type(t: pa.DataType) -> pa.DataType:
 def _json_errors(
     pieces: Iterator[pa.RecordBatch], name: str, chosen: set[str]
 ) -> Iterator[pa.RecordBatch]:
+    done = 0  # rows delivered: pyarrow counts an error's row within its block
     try:
-        yield from pieces
+        for piece in pieces:
+            yield piece
+            done += piece.num_rows
     except pa.ArrowInvalid as e:
-        raise DataError(f"{name}: {_explain_json(e, None, chosen)}") from None
+        raise DataError(f"{name}: {_explain_json(e, None, chosen, done)}") from None
 
 
-_JSON_TYPE = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
+#: Missing numbers written as strings ("NA", "NaN", "") are the usual cause of mixed types.
+_NULL_HINT = ' (write a missing number as null, not as a string such as "NA")'
+_JSON_TYPE = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)(?: in row (\d+))?")
 
 
-def _explain_json(e: BaseException, inferred: pa.Schema | None, chosen: set[str]) -> str:
+def _explain_json(
+    e: BaseException, inferred: pa.Schema | None, chosen: set[str], done: int = 0
+) -> str:
     text = _short(e)
     m = _JSON_TYPE.search(text)
+    at = f" (line {done + int(m.group(4)) + 1})" if m and m.group(4) else ""
     if m and m.group(1) in chosen:
         column = m.group(1)
         return (
-            f'column "{column}": a JSON {m.group(3)} where a number is expected; fix the'
-            f" value, or leave the column out with -x {column}"
+            f'column "{column}": a JSON {m.group(3)} where a number is expected{at}; fix the'
+            f" value{_NULL_HINT if m.group(3) == 'string' else ''}, or leave the column out"
+            f" with -x {column}"
         )
     if m:
+        mixed = {m.group(2), m.group(3)} == {"string", "number"}
         return (
-            f'column "{m.group(1)}": a JSON {m.group(3)} where the first rows hold'
+            f'column "{m.group(1)}": a JSON {m.group(3)}{at} where the first rows hold'
             f" {m.group(2)} values; give each field one type throughout the file"
+            + (_NULL_HINT if mixed else "")
         )
     if "unexpected field" in text:
         return (
