@@ -5,8 +5,9 @@ the exact number of a column's values below it and inside it, and the ranks
 (0-based order statistics) it is known to hold. Each pass over the input either
 keeps a bracket's values (when they fit the budget; the rank is then read off
 the sorted values) or counts them in up to ``2^k`` buckets of equal key width
-(the bucket holding each rank becomes its next, narrower bracket). A bracket of
-one key is resolved by its counts alone, so ties never need keeping. A counting
+(the bucket holding each rank, cut to the smallest and largest key it holds, becomes its
+next, narrower bracket). A bracket of one key is resolved by its counts alone,
+so ties never need keeping. A counting
 pass narrows a bracket's key span by at least ``2^(k-1)``; key spans are below
 2^64, so any rank is found within ``1 + ceil(64 / (k - 1))`` such passes whatever
 the distribution.
@@ -126,7 +127,7 @@ def estimate(sketch: KeySketch, ranks: Sequence[int]) -> tuple[dict[int, int], i
 @dataclass(frozen=True)
 class Step:
     """What one pass does with a bracket: keep its values (``shift is None``) or count
-    them in buckets of ``2^shift`` keys."""
+    them in buckets of ``2^shift`` keys (each with its count, smallest and largest key)."""
 
     bracket: Bracket
     shift: int | None
@@ -168,9 +169,11 @@ class PassCounter:
         self.keep = np.array([s.shift is None for s in self.steps], bool)
         sizes = np.array([s.buckets for s in self.steps], np.int64)
         self.offset = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.lo = np.array([x.lo for x in b], np.int64).view(np.uint64)
+        self.base = np.array([x.lo for x in b], np.int64).view(np.uint64)
         self.shift = np.array([s.shift or 0 for s in self.steps], np.uint64)
         self.counters = np.zeros(int(sizes.sum()), np.int64)
+        self.low = np.full(self.counters.size, np.iinfo(np.int64).max, np.int64)
+        self.high = np.full(self.counters.size, np.iinfo(np.int64).min, np.int64)
         self.seen = np.zeros(len(b), np.int64)
         self.kept: list[np.ndarray] = []
         self.kept_values = 0
@@ -191,10 +194,12 @@ class PassCounter:
             self.kept_values += int(self.kept[-1].size)
         if self.any_count:
             w, kk = which[~keep], k[~keep]
-            slot = (kk.view(np.uint64) - self.lo[w]) >> self.shift[w]
-            self.counters += np.bincount(
-                self.offset[w] + slot.astype(np.int64), minlength=self.counters.size
+            slot = self.offset[w] + ((kk.view(np.uint64) - self.base[w]) >> self.shift[w]).astype(
+                np.int64
             )
+            self.counters += np.bincount(slot, minlength=self.counters.size)
+            np.minimum.at(self.low, slot, kk)
+            np.maximum.at(self.high, slot, kk)
 
     def finish(self) -> tuple[dict[int, int], list[Bracket]]:
         """Keys of the ranks found and the narrower brackets of the rest.
@@ -216,10 +221,9 @@ class PassCounter:
                 start += b.count
                 continue
             counts = self.counters[off : off + s.buckets]
-            nz = np.flatnonzero(counts).tolist()
-            los = [b.lo + (i << s.shift) for i in nz]
-            his = [min(b.hi, lo + (1 << s.shift) - 1) for lo in los]
-            f, o = descend(los, his, counts[nz].tolist(), b.below, b.ranks)
+            nz = np.flatnonzero(counts) + off
+            los, his = self.low[nz].tolist(), self.high[nz].tolist()
+            f, o = descend(los, his, self.counters[nz].tolist(), b.below, b.ranks)
             found.update(f)
             out.extend(o)
         return found, out

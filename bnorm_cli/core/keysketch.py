@@ -11,7 +11,9 @@ suits heavy tails.
 
 `KeySketch` counts a column's keys in buckets ``[b << shift, (b + 1) << shift)``;
 when more than ``cap`` buckets are occupied ``shift`` grows until they fit. The
-counts are exact, so each bucket brackets its values with known ranks. The
+counts are exact, so each bucket brackets its values with known ranks (and
+its smallest and largest key are kept, so a bucket of one tied value is
+resolved at once). The
 result is canonical: ``shift`` is the smallest that fits every value seen, so it
 does not depend on how the values were split into batches.
 """
@@ -48,14 +50,21 @@ KEY_MIN = key_of(-np.inf)
 KEY_MAX = key_of(np.inf)
 
 
-def _reduce(index: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum the counts of equal entries of the sorted ``index``."""
+def _reduce(
+    index: np.ndarray, count: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge equal entries of the sorted ``index``: add counts, keep extremes."""
     if index.size < 2:
-        return index, count
+        return index, count, low, high
     starts = np.flatnonzero(np.diff(index, prepend=index[0] - 1))
     if starts.size == index.size:
-        return index, count
-    return index[starts], np.add.reduceat(count, starts)
+        return index, count, low, high
+    return (
+        index[starts],
+        np.add.reduceat(count, starts),
+        np.minimum.reduceat(low, starts),
+        np.maximum.reduceat(high, starts),
+    )
 
 
 def _occupied(index: np.ndarray, extra: int) -> int:
@@ -68,8 +77,9 @@ def _occupied(index: np.ndarray, extra: int) -> int:
 class KeySketch:
     """Exact counts of keys in ``2^shift``-wide buckets, at most ``cap`` occupied.
 
-    ``index`` (sorted, unique) and ``count`` are the occupied buckets; ``low`` and
-    ``high`` the smallest and largest key seen.
+    ``index`` (sorted, unique) and ``count`` are the occupied buckets, ``low`` and
+    ``high`` the smallest and largest key each holds (so a bucket of one repeated
+    value is known to be one key).
     """
 
     def __init__(self, cap: int) -> None:
@@ -79,8 +89,8 @@ class KeySketch:
         self.shift = 0
         self.index = np.zeros(0, np.int64)
         self.count = np.zeros(0, np.int64)
-        self.low = KEY_MAX
-        self.high = KEY_MIN
+        self.low = np.zeros(0, np.int64)
+        self.high = np.zeros(0, np.int64)
 
     @property
     def total(self) -> int:
@@ -89,19 +99,27 @@ class KeySketch:
     def add(self, keys: np.ndarray) -> None:
         if not keys.size:
             return
-        self.low = min(self.low, int(keys.min()))
-        self.high = max(self.high, int(keys.max()))
-        u, c = np.unique(keys >> self.shift, return_counts=True)
+        s = np.sort(keys)
+        b = s >> self.shift
+        starts = np.flatnonzero(np.diff(b, prepend=b[0] - 1))
+        ends = np.append(starts[1:], s.size)
+        parts = (b[starts], (ends - starts).astype(np.int64), s[starts], s[ends - 1])
         if self.index.size:
-            index = np.concatenate([self.index, u])
-            order = np.argsort(index, kind="stable")
-            u, c = _reduce(index[order], np.concatenate([self.count, c])[order])
-        self.index, self.count = self._fitted(u, c.astype(np.int64))
+            both = [np.concatenate([a, p]) for a, p in zip(self.arrays, parts, strict=True)]
+            order = np.argsort(both[0], kind="stable")
+            parts = _reduce(*(a[order] for a in both))
+        self.index, self.count, self.low, self.high = self._fitted(*parts)
 
-    def _fitted(self, index: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.index, self.count, self.low, self.high
+
+    def _fitted(
+        self, index: np.ndarray, count: np.ndarray, low: np.ndarray, high: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Coarsened by the smallest extra shift that leaves at most ``cap`` buckets."""
         if index.size <= self.cap:
-            return index, count
+            return index, count, low, high
         lo, hi = 1, 63  # at shift 63 every key is bucket -1 or 0: at most 2 <= cap
         while lo < hi:
             mid = (lo + hi) // 2
@@ -110,9 +128,8 @@ class KeySketch:
             else:
                 lo = mid + 1
         self.shift += lo
-        return _reduce(index >> lo, count)
+        return _reduce(index >> lo, count, low, high)
 
     def bucket(self, i: int) -> tuple[int, int]:
-        """Keys ``[lo, hi]`` (inclusive) bucket ``i`` may hold, within what was seen."""
-        b = int(self.index[i])
-        return max(b << self.shift, self.low), min(((b + 1) << self.shift) - 1, self.high)
+        """The smallest and largest key bucket ``i`` holds."""
+        return int(self.low[i]), int(self.high[i])

@@ -59,7 +59,8 @@ MIN_SKETCH = 64
 MAX_SKETCH = 1 << 14
 #: Bytes a kept value or a counter takes.
 _VALUE = 8
-_SKETCH_BUCKET = 16  # index and count
+_SKETCH_BUCKET = 32  # index, count, smallest and largest key
+_COUNTER = 24  # count, smallest and largest key
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,12 @@ def column_quantiles(
             sketches[j].add(keys)
             if kept[j] is None:
                 continue
-            while held + keys.size > budget and any(k is not None for k in kept):
-                big = max((i for i, k in enumerate(kept) if k is not None), key=sizes.__getitem__)
+            while held + keys.size > budget:  # drop the largest, counting these keys
+                alive = [i for i, k in enumerate(kept) if k is not None]
+                big = max(alive, key=lambda i: sizes[i] + (keys.size if i == j else 0))
                 kept[big], held, sizes[big] = None, held - sizes[big], 0
+                if big == j:
+                    break
             bucket = kept[j]
             if bucket is not None:
                 bucket.append(keys)
@@ -151,7 +155,7 @@ def column_quantiles(
     # later passes: keep or count inside the brackets until every rank is found
     while any(open_):
         flat = [b for bs in open_ for b in bs]
-        steps = iter(plan(flat, budget, budget_bytes // _VALUE))
+        steps = iter(plan(flat, budget, budget_bytes // _COUNTER))
         counters = {j: PassCounter([next(steps) for _ in bs]) for j, bs in enumerate(open_) if bs}
         count += 1
         for frame in passes():
