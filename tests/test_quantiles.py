@@ -252,7 +252,7 @@ def test_first_pass_keeps_the_columns_that_fit() -> None:
     big = rng.normal(size=50_000)
     small = np.full(50_000, np.nan)
     small[:100] = rng.normal(size=100)
-    f = pl.DataFrame({"big": big, "small": small})
+    f = pl.DataFrame({"big": big, "small": small, "none": np.full(50_000, np.nan)})
 
     def run(cols: list[str]) -> int:
         r = column_quantiles(_reader(f, 5000)[0], cols, PROBS, budget_bytes=8 * 1000)
@@ -261,7 +261,8 @@ def test_first_pass_keeps_the_columns_that_fit() -> None:
         return r.passes
 
     assert run(["small"]) == 1
-    assert run(["big", "small"]) == run(["small", "big"]) == run(["big"]) >= 2
+    # the same passes as with a column of no values (the sketch gets the same room)
+    assert run(["big", "small"]) == run(["small", "big"]) == run(["big", "none"]) >= 2
 
 
 def test_input_that_changes_between_reads_is_an_error() -> None:

@@ -74,45 +74,66 @@ def _occupied(index: np.ndarray, extra: int) -> int:
     return 1 + int(np.count_nonzero(np.diff(index >> extra)))
 
 
+#: Buckets in a span counted with dense arrays rather than by sorting.
+_DENSE_SPAN = 1 << 20
+
+
+def _combine(
+    index: np.ndarray, low: np.ndarray, high: np.ndarray, count: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Entries (``count`` each, default 1) gathered by ``index``: sorted unique index,
+    summed counts, smallest ``low`` and largest ``high``."""
+    first, last = int(index.min()), int(index.max())
+    span = last - first + 1
+    if span <= min(_DENSE_SPAN, max(1 << 16, 4 * index.size)):
+        off = index - first
+        c = np.bincount(off, weights=count, minlength=span)  # float counts: exact below 2^53
+        nz = np.flatnonzero(c)
+        lo = np.full(span, np.iinfo(np.int64).max, np.int64)
+        hi = np.full(span, np.iinfo(np.int64).min, np.int64)
+        np.minimum.at(lo, off, low)
+        np.maximum.at(hi, off, high)
+        return nz + first, c[nz].astype(np.int64), lo[nz], hi[nz]
+    order = np.argsort(index)
+    c = np.ones(index.size, np.int64) if count is None else count[order]
+    return _reduce(index[order], c, low[order], high[order])
+
+
 class KeySketch:
     """Exact counts of keys in ``2^shift``-wide buckets, at most ``cap`` occupied.
 
     ``index`` (sorted, unique) and ``count`` are the occupied buckets, ``low`` and
     ``high`` the smallest and largest key each holds (so a bucket of one repeated
-    value is known to be one key).
+    value is known to be one key). Batches wait in up to ``cap`` pending buckets
+    before they are merged (memory: at most ``2 * cap`` buckets).
     """
 
     def __init__(self, cap: int) -> None:
         if cap < 2:
             raise ValueError("a sketch needs at least 2 buckets")
         self.cap = cap
-        self.shift = 0
-        self.index = np.zeros(0, np.int64)
-        self.count = np.zeros(0, np.int64)
-        self.low = np.zeros(0, np.int64)
-        self.high = np.zeros(0, np.int64)
-
-    @property
-    def total(self) -> int:
-        return int(self.count.sum())
+        self._shift = 0
+        empty = np.zeros(0, np.int64)
+        self._arrays = (empty, empty, empty, empty)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._waiting = 0
 
     def add(self, keys: np.ndarray) -> None:
         if not keys.size:
             return
-        s = np.sort(keys)
-        b = s >> self.shift
-        starts = np.flatnonzero(np.diff(b, prepend=b[0] - 1))
-        ends = np.append(starts[1:], s.size)
-        parts = (b[starts], (ends - starts).astype(np.int64), s[starts], s[ends - 1])
-        if self.index.size:
-            both = [np.concatenate([a, p]) for a, p in zip(self.arrays, parts, strict=True)]
-            order = np.argsort(both[0], kind="stable")
-            parts = _reduce(*(a[order] for a in both))
-        self.index, self.count, self.low, self.high = self._fitted(*parts)
+        part = _combine(keys >> self._shift, keys, keys)
+        self._pending.append(part)
+        self._waiting += part[0].size
+        if self._waiting > self.cap:
+            self._merge()
 
-    @property
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return self.index, self.count, self.low, self.high
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        parts = [self._arrays, *self._pending]
+        self._pending, self._waiting = [], 0
+        index, count, low, high = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        self._arrays = self._fitted(*_combine(index, low, high, count))
 
     def _fitted(
         self, index: np.ndarray, count: np.ndarray, low: np.ndarray, high: np.ndarray
@@ -127,9 +148,33 @@ class KeySketch:
                 hi = mid
             else:
                 lo = mid + 1
-        self.shift += lo
+        self._shift += lo
         return _reduce(index >> lo, count, low, high)
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(index, count, low, high)`` of the occupied buckets (pending batches merged)."""
+        self._merge()
+        return self._arrays
+
+    @property
+    def shift(self) -> int:
+        self._merge()
+        return self._shift
+
+    @property
+    def index(self) -> np.ndarray:
+        return self.arrays[0]
+
+    @property
+    def count(self) -> np.ndarray:
+        return self.arrays[1]
+
+    @property
+    def total(self) -> int:
+        return int(self.count.sum())
 
     def bucket(self, i: int) -> tuple[int, int]:
         """The smallest and largest key bucket ``i`` holds."""
-        return int(self.low[i]), int(self.high[i])
+        _, _, low, high = self.arrays
+        return int(low[i]), int(high[i])

@@ -59,7 +59,7 @@ MIN_SKETCH = 64
 MAX_SKETCH = 1 << 14
 #: Bytes a kept value or a counter takes.
 _VALUE = 8
-_SKETCH_BUCKET = 32  # index, count, smallest and largest key
+_SKETCH_BUCKET = 64  # index, count, smallest and largest key; merged and pending
 _COUNTER = 24  # count, smallest and largest key
 
 
