@@ -346,3 +346,15 @@ def test_ten_million_rows_with_ties_nulls_and_heavy_tails() -> None:
     np.testing.assert_array_equal(r.values, _numpy(f, probs))
     assert r.passes == 2 and r.peak_kept_bytes <= budget
     assert took < 30, f"{took:.1f} s"
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_sorted_input_exact_and_one_pass_bound(order: str) -> None:
+    rng = np.random.default_rng(13)
+    x = np.sort(rng.standard_cauchy(100_000))
+    x = x if order == "sorted" else x[::-1].copy()
+    f = pl.DataFrame({"x": x})
+    r = column_quantiles(_reader(f, 4096)[0], ["x"], PROBS, budget_bytes=2048)
+    np.testing.assert_array_equal(r.values, _numpy(f, PROBS))
+    est = column_quantiles(_reader(f, 4096)[0], ["x"], PROBS, budget_bytes=2048, one_pass=True)
+    _assert_within_rank_bound(x, PROBS, est.values[:, 0], est.rank_error)
