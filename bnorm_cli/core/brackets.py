@@ -80,7 +80,11 @@ class Bracket:
 
 
 def descend(
-    los: Sequence[int], his: Sequence[int], counts: Sequence[int], below: int, ranks: Sequence[int]
+    los: Sequence[int] | np.ndarray,
+    his: Sequence[int] | np.ndarray,
+    counts: Sequence[int] | np.ndarray,
+    below: int,
+    ranks: Sequence[int],
 ) -> tuple[dict[int, int], list[Bracket]]:
     """Buckets ``[los[i], his[i]]`` (ordered, disjoint) holding ``counts[i]`` values, above
     ``below`` smaller ones: each rank's key if its bucket is one key, else its bracket."""
@@ -102,8 +106,8 @@ def sketch_brackets(
     sketch: KeySketch, ranks: Sequence[int]
 ) -> tuple[dict[int, int], list[Bracket]]:
     """The first brackets of ``ranks``: the sketch buckets holding them."""
-    edges = [sketch.bucket(i) for i in range(sketch.index.size)]
-    return descend([e[0] for e in edges], [e[1] for e in edges], sketch.count.tolist(), 0, ranks)
+    _, count, low, high = sketch.arrays
+    return descend(low, high, count, 0, ranks)
 
 
 def estimate(sketch: KeySketch, ranks: Sequence[int]) -> tuple[dict[int, int], int]:

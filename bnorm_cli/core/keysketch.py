@@ -78,25 +78,46 @@ def _occupied(index: np.ndarray, extra: int) -> int:
 _DENSE_SPAN = 1 << 20
 
 
-def _combine(
-    index: np.ndarray, low: np.ndarray, high: np.ndarray, count: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Entries (``count`` each, default 1) gathered by ``index``: sorted unique index,
-    summed counts, smallest ``low`` and largest ``high``."""
+def _dense(
+    index: np.ndarray, low: np.ndarray, high: np.ndarray, count: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """`_combine` with arrays as long as the span of ``index``, if that span is small."""
     first, last = int(index.min()), int(index.max())
     span = last - first + 1
-    if span <= min(_DENSE_SPAN, max(1 << 16, 4 * index.size)):
-        off = index - first
-        c = np.bincount(off, weights=count, minlength=span)  # float counts: exact below 2^53
-        nz = np.flatnonzero(c)
-        lo = np.full(span, np.iinfo(np.int64).max, np.int64)
-        hi = np.full(span, np.iinfo(np.int64).min, np.int64)
-        np.minimum.at(lo, off, low)
-        np.maximum.at(hi, off, high)
-        return nz + first, c[nz].astype(np.int64), lo[nz], hi[nz]
-    order = np.argsort(index)
-    c = np.ones(index.size, np.int64) if count is None else count[order]
-    return _reduce(index[order], c, low[order], high[order])
+    if span > min(_DENSE_SPAN, max(1 << 16, 4 * index.size)):
+        return None
+    off = index - first
+    c = np.bincount(off, weights=count, minlength=span)  # float counts: exact below 2^53
+    nz = np.flatnonzero(c)
+    lo = np.full(span, np.iinfo(np.int64).max, np.int64)
+    hi = np.full(span, np.iinfo(np.int64).min, np.int64)
+    np.minimum.at(lo, off, low)
+    np.maximum.at(hi, off, high)
+    return nz + first, c[nz].astype(np.int64), lo[nz], hi[nz]
+
+
+def _combine(
+    index: np.ndarray, low: np.ndarray, high: np.ndarray, count: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Entries gathered by ``index``: sorted unique index, summed ``count``, smallest
+    ``low`` and largest ``high``."""
+    dense = _dense(index, low, high, count)
+    if dense is not None:
+        return dense
+    order = np.argsort(index, kind="stable")  # concatenated sorted runs: timsort merges them
+    return _reduce(index[order], count[order], low[order], high[order])
+
+
+def _counted(keys: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One batch's buckets at ``shift``: index, count, smallest and largest key."""
+    dense = _dense(keys >> shift, keys, keys, None)
+    if dense is not None:
+        return dense
+    k = np.sort(keys)
+    b = k >> shift
+    starts = np.flatnonzero(np.diff(b, prepend=b[0] - 1))
+    ends = np.append(starts[1:], k.size)
+    return b[starts], (ends - starts).astype(np.int64), k[starts], k[ends - 1]
 
 
 class KeySketch:
@@ -121,7 +142,7 @@ class KeySketch:
     def add(self, keys: np.ndarray) -> None:
         if not keys.size:
             return
-        part = _combine(keys >> self._shift, keys, keys)
+        part = _counted(keys, self._shift)
         self._pending.append(part)
         self._waiting += part[0].size
         if self._waiting > self.cap:
