@@ -66,6 +66,7 @@ from .options import (
     StatsOut,
     Strict,
     UseStats,
+    Weight,
     Workers,
     names,
     per_column,
@@ -251,6 +252,7 @@ _FIT_OPTIONS = {
     "gamma": "--gamma",
     "beta": "--beta",
     "inf": "--inf",
+    "weight": "--weight",
 }
 
 
@@ -291,6 +293,7 @@ def fit(
     no_default_nulls: NoDefaultNulls = False,
     decimal_comma: DecimalComma = False,
     inf: Inf = InfOpt.error,
+    weight: Weight = None,
     report_path: ReportPath = None,
     sketch: Annotated[
         bool,
@@ -328,7 +331,9 @@ def fit(
                 )
             model = stats_file.load(stats)
         else:
-            model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
+            model = _model(
+                batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch, weight
+            )
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -349,6 +354,7 @@ def fit(
             for f in expand_inputs(inputs, input_format)
         )
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        _refuse_dask_weight(units, model)
         with _progress("fit", source.total_rows, quiet) as advance:
             if units is None:
                 serial.fit(
@@ -694,6 +700,7 @@ def normalize(
     output_format: OutputFormat = None,
     dtype: DTypeOpt = DType.float64,
     inf: Inf = InfOpt.error,
+    weight: Weight = None,
     report_path: ReportPath = None,
     engine: Engine = EngineOpt.serial,
     scheduler: Scheduler = None,
@@ -706,11 +713,12 @@ def normalize(
     from ..io.writers import write_batches
 
     with handled(debug, "bnorm normalize"):
-        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
+        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, True, weight)
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        _refuse_dask_weight(units, model)
         if units is not None:
             _check_dataset_output(output, inputs, output_format)
             _check_paths(inputs, s=stats, report=report_path)
@@ -1023,6 +1031,7 @@ def _model(
     beta: list[str] | None,
     inf: InfOpt,
     sketch: bool = True,
+    weight: str | None = None,
 ) -> BatchNorm:
     g = per_column(gamma, "--gamma")
     b = per_column(beta, "--beta")
@@ -1036,7 +1045,14 @@ def _model(
         beta=0.0 if b is None else b,
         inf=inf.value,  # type: ignore[arg-type]
         sketch=sketch,
+        weight=weight,
     )
+
+
+def _refuse_dask_weight(units: list[Any] | None, model: BatchNorm) -> None:
+    """Weighted fits run on the serial engine only (for now)."""
+    if units is not None and model.weight is not None:
+        raise UsageError("--weight is not supported with --engine dask yet; use --engine serial")
 
 
 def main() -> None:

@@ -172,7 +172,9 @@ def fit(
     rows = chunk_rows(model.batch_size)
     width = max(1, GROUP_BYTES // (8 * rows))
     columns = model.columns_
-    if reopen is not None and profile is None and not resume and len(columns) > width:
+    grouped = reopen is not None and profile is None and not resume and model.weight is None
+    if grouped and len(columns) > width:
+        assert reopen is not None
         groups = [columns[i : i + width] for i in range(0, len(columns), width)]
         done = [_fit_group(model, reopen(g), g, progress, len(groups)) for g in groups]
         state = model.state_
@@ -181,7 +183,7 @@ def fit(
         state.trend = Trend.concat([trend for _, trend in done])
         return
     for batch in _chunks(source, rows, progress):
-        frame = _numeric(batch, model.columns_)
+        frame = _numeric(batch, model.needed_)
         try:
             table = model.moments(frame, batch.num_rows)
         except DataError as e:
@@ -317,12 +319,15 @@ def normalize(
 
     def run() -> Iterator[pa.RecordBatch]:
         for batch in _chunks(source, chunk_rows(model.batch_size), progress):
-            frame = _numeric(batch, model.columns_)
+            frame = _numeric(batch, model.needed_)
             first = model.rows_
             try:
                 out, table, trace = model.normalize_batches(frame, mode, dtype, batch.num_rows)
             except DataError as e:
                 raise _located(source, model.batch_size, e, first) from None
+            if model.weight is not None:  # the weight column passes through as it was read
+                out = out.drop(model.weight)
+                frame = frame.drop(model.weight)
             if profile is not None:
                 _observe(profile, frame, out, table, trace)
             yield _replace(batch, out, schema)
