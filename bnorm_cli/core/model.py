@@ -223,16 +223,6 @@ class BatchNorm:
         """The columns to normalize in an input with this schema."""
         names = list(schema.names())
         w = self.weight
-        if w is not None:
-            if w not in schema:
-                raise UsageError(
-                    f'{opt("weight")}: no column "{w}" in the input{did_you_mean(w, names)}'
-                )
-            if w in (self.columns or []):
-                raise UsageError(
-                    f'{opt("columns")}: "{w}" is the weight column ({opt("weight")}), which is'
-                    " never normalized; leave it out of the columns"
-                )
         for name in [*(self.columns or []), *self.exclude]:
             if name not in schema:
                 flag = opt("columns" if name in (self.columns or []) else "exclude")
@@ -253,6 +243,18 @@ class BatchNorm:
 
     def start(self, schema: pl.Schema) -> None:
         """Reset and prepare for batches with this schema (done by ``fit``)."""
+        w = self.weight
+        if w is not None:
+            if w not in schema:
+                raise UsageError(
+                    f'{opt("weight")}: no column "{w}" in the input'
+                    f"{did_you_mean(w, list(schema.names()))}"
+                )
+            if w in (self.columns or []):
+                raise UsageError(
+                    f'{opt("columns")}: "{w}" is the weight column ({opt("weight")}), which is'
+                    " never normalized; leave it out of the columns"
+                )
         columns = self.select_columns(schema)
         gamma = resolve_per_column(self.gamma, columns, "gamma", 1.0)
         beta = resolve_per_column(self.beta, columns, "beta", 0.0)
