@@ -219,7 +219,7 @@ def test_normalize_batch_and_running_modes_match_the_reference() -> None:
     got, _, _ = model.normalize_batches(frame, "batch")
     y = got.get_column("x").to_numpy()
     for s in range(0, len(x), size):
-        total, mean, var = numpy_batch(x[s : s + size], w[s : s + size])
+        _, mean, var = numpy_batch(x[s : s + size], w[s : s + size])
         want = (x[s : s + size] - mean) / np.sqrt(var + model.eps)
         np.testing.assert_allclose(y[s : s + size], want, rtol=1e-11, atol=1e-12)
     for momentum in (0.1, "cumulative"):
@@ -364,7 +364,7 @@ def test_cli_fit_normalize_and_merge(tmp_path: Path) -> None:
     run(["normalize", csv, "-o", out, "--weight", "w", "-b", "100", "-q"])
     back = pl.read_csv(out)
     assert back.get_column("w").to_list() == pl.read_csv(csv).get_column("w").to_list()
-    total, mean, var = numpy_batch(x[:100], w[:100])
+    _, mean, var = numpy_batch(x[:100], w[:100])
     want = (x[:100] - mean) / np.sqrt(var + 1e-5)
     np.testing.assert_allclose(back.get_column("x").to_numpy()[:100], want, rtol=1e-10)
     # merge of two weighted statistics files equals the whole fit

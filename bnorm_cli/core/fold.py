@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,14 +53,14 @@ class Population:
     min: np.ndarray
     max: np.ndarray
     #: weight sums (None: unweighted, where the counts ``n`` are the weights)
-    wsum: np.ndarray | None = None
+    wsum: np.ndarray | None = field(default=None, kw_only=True)
 
     @classmethod
     def empty(cls, width: int, weighted: bool = False) -> Population:
         zi, zf = np.zeros(width, np.int64), np.zeros(width)
         nan = np.full(width, math.nan)
         w = zf.copy() if weighted else None
-        return cls(zi, zi.copy(), zf, zf.copy(), zf.copy(), nan, nan.copy(), w)
+        return cls(zi, zi.copy(), zf, zf.copy(), zf.copy(), nan, nan.copy(), wsum=w)
 
     @classmethod
     def of(cls, moments: Sequence[Moments]) -> Population:
@@ -76,7 +76,7 @@ class Population:
             arr("biased_var", np.float64),
             arr("min", np.float64),
             arr("max", np.float64),
-            np.array([m.weight or 0.0 for m in moments], np.float64) if weighted else None,
+            wsum=np.array([m.weight or 0.0 for m in moments], np.float64) if weighted else None,
         )
 
     @property
@@ -86,12 +86,12 @@ class Population:
 
     def at(self, j: int) -> Moments:
         w = None if self.wsum is None else self.wsum[j]
-        return record(*(getattr(self, f)[j] for f in _POP_FIELDS), w)
+        return record(*(getattr(self, f)[j] for f in _POP_FIELDS), weight=w)
 
     def take(self, index: Sequence[int]) -> Population:
         idx = np.asarray(index, np.int64)
         w = None if self.wsum is None else self.wsum[idx]
-        return Population(*(getattr(self, f)[idx] for f in _POP_FIELDS), w)
+        return Population(*(getattr(self, f)[idx] for f in _POP_FIELDS), wsum=w)
 
 
 _POP_FIELDS = ("n", "missing", "mean_hi", "mean_lo", "var", "min", "max")
@@ -187,7 +187,7 @@ def group_population(t: MomentsTable) -> Population:
         np.where(total > 0, var, 0.0),
         np.fmin.reduce(t["min"], axis=0) if len(t) else np.full(width, math.nan),
         np.fmax.reduce(t["max"], axis=0) if len(t) else np.full(width, math.nan),
-        np.ldexp(sum2(n)[0], wexp) if weighted else None,
+        wsum=np.ldexp(sum2(n)[0], wexp) if weighted else None,
     )
 
 
@@ -249,7 +249,7 @@ def merge_population(a: Population, b: Population) -> Population:
         np.where(only_a, a.var, np.where(only_b, b.var, var)),
         np.fmin(a.min, b.min),
         np.fmax(a.max, b.max),
-        total if weighted else None,
+        wsum=total if weighted else None,
     )
 
 
@@ -425,7 +425,7 @@ def concat_columns(folds: Sequence[Fold]) -> Fold:
     runs = [f.running for f in folds]
     population = Population(
         *(np.concatenate([getattr(p, name) for p in pops]) for name in _POP_FIELDS),
-        np.concatenate([p.weights for p in pops]) if pops[0].wsum is not None else None,
+        wsum=np.concatenate([p.weights for p in pops]) if pops[0].wsum is not None else None,
     )
     running = RunningState(
         np.concatenate([r.mean for r in runs]),

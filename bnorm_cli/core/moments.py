@@ -208,7 +208,7 @@ class MomentsTable:
         f = self.fields
         w = f.get(WEIGHT_FIELD)
         return {
-            c: record(*(f[name][i, j] for name in FIELDS), None if w is None else w[i, j])
+            c: record(*(f[name][i, j] for name in FIELDS), weight=None if w is None else w[i, j])
             for j, c in enumerate(self.columns)
         }
 
@@ -277,6 +277,7 @@ def record(
     var: object,
     low: object,
     high: object,
+    *,
     weight: object = None,
 ) -> Moments:
     """A `Moments` from array scalars (NaN as `math.nan`, so equal records compare equal)."""
@@ -684,16 +685,17 @@ def _exact_row(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[f
     ``weights`` (positive), the sums are of the exact products ``w*x``.
     """
     if weights is not None:
-        p, e = two_prod(weights, values)
-        terms = [*p.tolist(), *e.tolist()]
+        prods, errs = two_prod(weights, values)
+        parts: list[float] = [*prods.tolist(), *errs.tolist()]
         total_w = math.fsum(weights.tolist())
-        hi = math.fsum(terms) / total_w
-        p1, e1 = _two_prod(hi, total_w)
-        lo = math.fsum([*terms, -p1, -e1]) / total_w
-        wdev = weights * ((values - hi) - lo)
-        s1 = float(wdev.sum())
-        s2 = float((wdev * ((values - hi) - lo)).sum())
-        return hi, lo, max(s2 - s1 * (s1 / total_w), 0.0) / total_w
+        mean = math.fsum(parts) / total_w
+        p1, e1 = _two_prod(mean, total_w)
+        resid = math.fsum([*parts, -p1, -e1]) / total_w
+        dev = (values - mean) - resid
+        wdev = weights * dev
+        sum1 = float(wdev.sum())
+        sum2 = float((wdev * dev).sum())
+        return mean, resid, max(sum2 - sum1 * (sum1 / total_w), 0.0) / total_w
     n = values.size
     if np.array_equal(values, np.rint(values)) and float(np.abs(values).max()) * n < 2.0**53:
         total = float(values.sum())  # integers this small sum exactly in float64
