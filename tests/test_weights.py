@@ -408,3 +408,30 @@ def test_cli_errors(tmp_path: Path) -> None:
     pl.read_csv(csv).write_parquet(pq)
     dask = run(["fit", pq, "-s", tmp_path / "s.json", "--weight", "w", "--engine", "dask"], 2)
     assert "--engine serial" in dask.stderr
+
+
+def test_cli_transform_report_drift_and_export(tmp_path: Path) -> None:
+    frame, x, w = data(800, seed=6)
+    csv, stats = tmp_path / "d.csv", tmp_path / "s.json"
+    frame.write_csv(csv)
+    run(["fit", csv, "-s", stats, "--weight", "w", "-q"])
+    report = tmp_path / "r.json"
+    run(["transform", csv, "-s", stats, "-o", tmp_path / "t.csv", "--report", report, "-q"])
+    shown = json.loads(report.read_text())
+    text = json.dumps(shown)
+    ref = exact_weighted(x, w)
+    assert ref is not None
+    assert repr(float(ref[1]))[:12] in text  # the input statistics are weighted too
+    out = pl.read_csv(tmp_path / "t.csv")
+    assert out.get_column("w").to_list() == pl.read_csv(csv).get_column("w").to_list()
+    np.testing.assert_allclose(
+        out.get_column("x").to_numpy(),
+        (x - float(ref[1])) / np.sqrt(float(ref[2]) + 1e-5),
+        rtol=1e-12,
+    )
+    run(["transform", csv, "-s", stats, "-o", tmp_path / "t.csv", "--weight", "x"], 2)
+    run(["transform", csv, "-s", stats, "-o", tmp_path / "t.csv", "--weight", "nope"], 2)
+    assert "--weight" in run(["drift", stats, csv], 2).stderr
+    run(["transform", csv, "-s", stats, "-o", tmp_path / "t.csv", "--drift"], 2)
+    exported = run(["export", stats, "--to", "sklearn", "-o", "-", "-q"]).stdout
+    assert json.loads(exported)["n_samples_seen_"][0] == pytest.approx(float(ref[0]), rel=1e-15)

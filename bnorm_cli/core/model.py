@@ -564,11 +564,18 @@ class BatchNorm:
         eps: float | None = None,
         inf: InfPolicy | None = None,
         batch_size: int | None = None,
+        weight: str | None = None,
     ) -> BatchNorm:
         """A copy of this fitted model for applying it: some of its columns,
-        gamma/beta replacing the saved values they name, another eps, inf policy
-        or batch size. The model itself is left as it is."""
+        gamma/beta replacing the saved values they name, another eps, inf policy,
+        batch size or weight column (of the input statistics; the maps are the
+        saved ones). The model itself is left as it is."""
         s = self._state()
+        if weight is not None and weight in s.columns:
+            raise UsageError(
+                f'{opt("weight")}: "{weight}" is a normalized column of the statistics file;'
+                " name the column of weights"
+            )
         for name in [*(columns or []), *(exclude or [])]:
             if name not in s.columns:
                 raise UsageError(
@@ -589,7 +596,7 @@ class BatchNorm:
             eps=self.eps if eps is None else eps,
             columns=kept,
             inf=self.inf if inf is None else inf,
-            weight=self.weight,
+            weight=self.weight if weight is None else weight,
         )
         g, b = s.gamma[keep].copy(), s.beta[keep].copy()
         for spec, target, what in ((gamma, g, "gamma"), (beta, b, "beta")):

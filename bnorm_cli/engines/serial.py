@@ -248,7 +248,9 @@ def transform(
     if inverse:
         model.check_invertible(maps)
     running = model.running_
-    seen = Population.empty(len(columns))
+    # the input statistics (report) are weighted when the input has the weight column
+    w = model.weight if model.weight in source.schema.names else None
+    seen = Population.empty(len(columns), w is not None)
 
     def run() -> Iterator[pa.RecordBatch]:
         nonlocal seen
@@ -263,6 +265,9 @@ def transform(
                     table = watch.table(frame, rows, model.inf, batch.num_rows)
                     watch.add(table)
                 elif observed is not None or profile is not None or has_inf(frame):
+                    weights = None
+                    if w is not None:
+                        weights = model.weights_of(_numeric(batch, [w]), rows)
                     table = table_moments(
                         frame,
                         columns,
@@ -271,6 +276,7 @@ def transform(
                         inf=model.inf,
                         rows=batch.num_rows,
                         sketch=False,
+                        weights=weights,
                     )
             except DataError as e:
                 raise _located(source, model.batch_size, e, rows) from None
