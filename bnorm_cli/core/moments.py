@@ -534,13 +534,7 @@ def _block_moments(
         valid = None
         n = np.full(m, width, np.int64)
     else:
-        valid = ~np.isnan(x)
-        infinite = np.isinf(x)
-        if infinite.any():
-            if inf == "error":
-                _refuse_inf(x, infinite, name, first_row, stride)
-            valid &= ~infinite
-        n = valid.sum(axis=1)
+        valid, n = _valid(x, name, first_row, stride, inf)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if valid is None:
             lo, hi = x.min(axis=1), x.max(axis=1)
@@ -589,6 +583,20 @@ def _block_moments(
     }
 
 
+def _valid(
+    x: np.ndarray, name: str, first_row: int, stride: int, inf: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which values are valid (not NaN; +/-inf refused, or missing with ``inf``
+    "missing"), and how many per batch."""
+    valid = ~np.isnan(x)
+    infinite = np.isinf(x)
+    if infinite.any():
+        if inf == "error":
+            _refuse_inf(x, infinite, name, first_row, stride)
+        valid &= ~infinite
+    return valid, valid.sum(axis=1)
+
+
 def _refuse_inf(
     x: np.ndarray, infinite: np.ndarray, name: str, first_row: int, stride: int
 ) -> None:
@@ -620,13 +628,7 @@ def _weighted_block(
     magnitude that decides the scaling, cancellation and constancy); ``n``,
     ``min`` and ``max`` are those of every valid value.
     """
-    valid = ~np.isnan(x)
-    infinite = np.isinf(x)
-    if infinite.any():
-        if inf == "error":
-            _refuse_inf(x, infinite, name, first_row, stride)
-        valid &= ~infinite
-    n = valid.sum(axis=1)
+    valid, n = _valid(x, name, first_row, stride, inf)
     wv = np.where(valid, w, 0.0)
     pos = wv > 0.0
     npos = pos.sum(axis=1)
