@@ -429,6 +429,8 @@ def test_cli_transform_report_drift_and_export(tmp_path: Path) -> None:
         (x - float(ref[1])) / np.sqrt(float(ref[2]) + 1e-5),
         rtol=1e-12,
     )
+    run(["fit", csv, "-s", tmp_path / "h.json", "--weight", "w", "--report", tmp_path / "h.html"])
+    assert (tmp_path / "h.html").stat().st_size > 0
     run(["transform", csv, "-s", stats, "-o", tmp_path / "t.csv", "--weight", "x"], 2)
     run(["transform", csv, "-s", stats, "-o", tmp_path / "t.csv", "--weight", "nope"], 2)
     assert "--weight" in run(["drift", stats, csv], 2).stderr

@@ -190,7 +190,7 @@ def fit(
             raise _located(source, model.batch_size, e, model.rows_) from None
         trace = model.fold(table, trace=profile is not None)
         if profile is not None and trace is not None:
-            _observe(profile, frame, None, table, trace)
+            _observe(profile, frame.select(model.columns_), None, table, trace)
 
 
 def _fit_group(
