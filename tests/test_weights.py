@@ -406,7 +406,10 @@ def test_cli_errors(tmp_path: Path) -> None:
     )
     pq = tmp_path / "d.parquet"
     pl.read_csv(csv).write_parquet(pq)
-    dask = run(["fit", pq, "-s", tmp_path / "s.json", "--weight", "w", "--engine", "dask"], 2)
+    run(["fit", pq, "-s", tmp_path / "s.json", "--weight", "w", "-q"])
+    # (fit and normalize --weight on the Dask engine: tests/test_engines.py)
+    args = ["-s", tmp_path / "s.json", "-o", tmp_path / "out", "--weight", "w"]
+    dask = run(["transform", pq, *args, "--engine", "dask"], 2)
     assert "--engine serial" in dask.stderr
 
 

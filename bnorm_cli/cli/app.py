@@ -354,7 +354,6 @@ def fit(
             for f in expand_inputs(inputs, input_format)
         )
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
-        _refuse_dask_weight(units, model)
         with _progress("fit", source.total_rows, quiet) as advance:
             if units is None:
                 serial.fit(
@@ -484,8 +483,12 @@ def transform(
             report.check_report_path(report_path)
         profile = _profile(report_path)
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
-        if weight is not None:
-            _refuse_dask_weight(units, model)
+        if weight is not None and units is not None:
+            raise UsageError(
+                "transform --weight weighs the report's input statistics, which --engine dask"
+                " does not compute; leave --weight out (the maps are the same) or use --engine"
+                " serial"
+            )
         if units is not None:
             if drift or fail_on_drift or drift_report_path:
                 raise UsageError(
@@ -732,7 +735,6 @@ def normalize(
             report.check_report_path(report_path)
         profile = _profile(report_path)
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
-        _refuse_dask_weight(units, model)
         if units is not None:
             _check_dataset_output(output, inputs, output_format)
             _check_paths(inputs, s=stats, report=report_path)
@@ -1067,12 +1069,6 @@ def _model(
         sketch=sketch,
         weight=weight,
     )
-
-
-def _refuse_dask_weight(units: list[Any] | None, model: BatchNorm) -> None:
-    """Weighted fits run on the serial engine only (for now)."""
-    if units is not None and model.weight is not None:
-        raise UsageError("--weight is not supported with --engine dask yet; use --engine serial")
 
 
 def main() -> None:
