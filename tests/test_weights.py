@@ -440,3 +440,22 @@ def test_cli_transform_report_drift_and_export(tmp_path: Path) -> None:
     run(["transform", csv, "-s", stats, "-o", tmp_path / "t.csv", "--drift"], 2)
     exported = run(["export", stats, "--to", "sklearn", "-o", "-", "-q"]).stdout
     assert json.loads(exported)["n_samples_seen_"][0] == pytest.approx(float(ref[0]), rel=1e-15)
+
+
+def test_cli_wide_input_fitted_by_column_groups(tmp_path: Path) -> None:
+    """A wide Parquet file is fitted column group by column group; each reads the weights."""
+    rng = np.random.default_rng(8)
+    n, width = 700, 200
+    cols = {f"c{i}": rng.normal(i, 1 + i % 7, n) for i in range(width)}
+    w = rng.integers(0, 5, n).astype(float)
+    frame = pl.DataFrame({**cols, "w": w})
+    path = tmp_path / "wide.parquet"
+    frame.write_parquet(path)
+    stats = tmp_path / "s.json"
+    run(["fit", path, "-s", stats, "--weight", "w", "-b", "64", "-q"])
+    got = json.loads(stats.read_text())["columns"]
+    want = json.loads(stats_file.dumps(BatchNorm(batch_size=64, weight="w").fit(frame)))
+    assert list(got) == list(cols) and got == want["columns"]
+    ref = exact_weighted(cols["c150"], w)
+    assert ref is not None
+    assert got["c150"]["var"] == pytest.approx(float(ref[2]), rel=1e-13)

@@ -172,11 +172,10 @@ def fit(
     rows = chunk_rows(model.batch_size)
     width = max(1, GROUP_BYTES // (8 * rows))
     columns = model.columns_
-    grouped = reopen is not None and profile is None and not resume and model.weight is None
-    if grouped and len(columns) > width:
-        assert reopen is not None
+    if reopen is not None and profile is None and not resume and len(columns) > width:
         groups = [columns[i : i + width] for i in range(0, len(columns), width)]
-        done = [_fit_group(model, reopen(g), g, progress, len(groups)) for g in groups]
+        w = [model.weight] if model.weight is not None else []  # each group reads the weights
+        done = [_fit_group(model, reopen([*g, *w]), g, progress, len(groups)) for g in groups]
         state = model.state_
         assert state is not None
         state.fold = concat_columns([fold for fold, _ in done])
@@ -197,10 +196,12 @@ def _fit_group(
     model: BatchNorm, source: Source, columns: list[str], progress: Progress, groups: int
 ) -> tuple[Fold, Trend]:
     """Fold the moments of some of the model's columns, in one pass."""
-    fold = Fold(columns, model.batch_size, model.momentum, sketch=model.sketch)
+    weighted = model.weight is not None
+    fold = Fold(columns, model.batch_size, model.momentum, sketch=model.sketch, weighted=weighted)
     trend = Trend(len(columns))
+    read = [*columns, model.weight] if model.weight is not None else columns
     for batch in _chunks(source, chunk_rows(model.batch_size), lambda n: progress(n // groups)):
-        frame = _numeric(batch, columns)
+        frame = _numeric(batch, read)
         try:
             table = table_moments(
                 frame,
@@ -211,6 +212,7 @@ def _fit_group(
                 model.inf,
                 batch.num_rows,
                 sketch=model.sketch,
+                weights=model.weights_of(frame, fold.rows),
             )
         except DataError as e:
             raise _located(source, model.batch_size, e, fold.rows) from None
