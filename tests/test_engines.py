@@ -159,6 +159,37 @@ def test_normalize(
     assert stats.read_text() == serial_stats.read_text()
 
 
+@pytest.mark.parametrize("command", ["fit", "batch", "running"])
+def test_weighted(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], command: str
+) -> None:
+    """--weight j (weights 0 and 1e9): the same statistics and output on every engine."""
+    paths, _ = dataset
+    serial_stats, stats = tmp_path / "serial.json", tmp_path / "stats.json"
+    weighted = ["-b", "64", "--weight", "j", "-s"]
+    if command == "fit":
+        run(["fit", *paths, *weighted, serial_stats, "-q"])
+        run(["fit", *paths, *weighted, stats, "-q", *engine])
+    else:
+        mode = ["normalize", "--mode", command]
+        expected = serial_reference(tmp_path, paths, *mode, *weighted, serial_stats)
+        out = tmp_path / ("out" if engine else "out.parquet")
+        run([*mode[:1], *paths, *mode[1:], "-o", out, *weighted, stats, "-q", *engine])
+        assert_frame_equal(read_output(out), read_output(expected))
+    assert stats.read_text() == serial_stats.read_text()
+    assert json.loads(stats.read_text())["weight"] == "j"
+
+
+def test_bad_weights_fail_alike(tmp_path: Path, engine: list[str]) -> None:
+    frame = pl.DataFrame({"x": np.arange(5000, dtype=np.float64), "w": np.ones(5000)})
+    frame[4321, "w"] = -2.0
+    path = tmp_path / "w.parquet"
+    pq.write_table(frame.to_arrow(), path, row_group_size=700)
+    failed = run(["fit", path, "-s", tmp_path / "s.json", "-b", "100", "--weight", "w", *engine], 1)
+    assert "batch 44:" in failed.stderr and "row 4322" in failed.stderr
+    assert "negative" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+
 def test_arrow_ipc_file(tmp_path: Path, engine: list[str]) -> None:
     frame = pl.DataFrame({"x": np.random.default_rng(1).normal(5, 2, 3000), "t": ["a"] * 3000})
     path = tmp_path / "in.arrow"

@@ -66,6 +66,7 @@ from .options import (
     StatsOut,
     Strict,
     UseStats,
+    Weight,
     Workers,
     names,
     per_column,
@@ -251,6 +252,7 @@ _FIT_OPTIONS = {
     "gamma": "--gamma",
     "beta": "--beta",
     "inf": "--inf",
+    "weight": "--weight",
 }
 
 
@@ -291,6 +293,7 @@ def fit(
     no_default_nulls: NoDefaultNulls = False,
     decimal_comma: DecimalComma = False,
     inf: Inf = InfOpt.error,
+    weight: Weight = None,
     report_path: ReportPath = None,
     sketch: Annotated[
         bool,
@@ -328,7 +331,9 @@ def fit(
                 )
             model = stats_file.load(stats)
         else:
-            model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
+            model = _model(
+                batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch, weight
+            )
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -417,6 +422,15 @@ def transform(
             r" \[default: as fitted]",
         ),
     ] = None,
+    weight: Annotated[
+        str | None,
+        typer.Option(
+            "--weight",
+            help="Weigh the input statistics of the report by this column (the maps are"
+            r" the saved ones) \[default: the fitted weight column, if the input has it]",
+            metavar="COL",
+        ),
+    ] = None,
     report_path: ReportPath = None,
     drift: Annotated[
         bool,
@@ -459,6 +473,7 @@ def transform(
             eps=eps,
             inf=None if inf is None else inf.value,  # type: ignore[arg-type]
             batch_size=batch_size,
+            weight=weight,
         )
         if not model.columns_:
             raise DataError(
@@ -468,6 +483,12 @@ def transform(
             report.check_report_path(report_path)
         profile = _profile(report_path)
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        if weight is not None and units is not None:
+            raise UsageError(
+                "transform --weight weighs the report's input statistics, which --engine dask"
+                " does not compute; leave --weight out (the maps are the same) or use --engine"
+                " serial"
+            )
         if units is not None:
             if drift or fail_on_drift or drift_report_path:
                 raise UsageError(
@@ -488,6 +509,8 @@ def transform(
         encoding = encoding or (saved if isinstance(saved, str) else "utf-8")
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma, recorded)
         source = open_inputs(inputs, input_format, model, True, encoding, False, text=text)
+        if weight is not None and weight not in source.schema.names:
+            raise UsageError(f'--weight: no column "{weight}" in the input')
         if inverse:
             model.check_invertible(model.maps(use.value))
         warnings = _warnings(
@@ -694,6 +717,7 @@ def normalize(
     output_format: OutputFormat = None,
     dtype: DTypeOpt = DType.float64,
     inf: Inf = InfOpt.error,
+    weight: Weight = None,
     report_path: ReportPath = None,
     engine: Engine = EngineOpt.serial,
     scheduler: Scheduler = None,
@@ -706,7 +730,7 @@ def normalize(
     from ..io.writers import write_batches
 
     with handled(debug, "bnorm normalize"):
-        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
+        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, True, weight)
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -916,6 +940,12 @@ def _withholdable(output: str) -> bool:
 def _watch(model: BatchNorm, stats: str) -> dr.Watch:
     state = model.state_
     assert state is not None
+    if model.weight is not None:
+        raise UsageError(
+            f"{stats} was fitted with --weight {model.weight}; drift compares unweighted"
+            " summaries and does not support weighted fits yet: re-fit without --weight to"
+            " compare"
+        )
     if model.summary_ is None:
         raise StatsFileError(
             f"{stats}: this statistics file has no distribution summary (it was written before"
@@ -1023,6 +1053,7 @@ def _model(
     beta: list[str] | None,
     inf: InfOpt,
     sketch: bool = True,
+    weight: str | None = None,
 ) -> BatchNorm:
     g = per_column(gamma, "--gamma")
     b = per_column(beta, "--beta")
@@ -1036,6 +1067,7 @@ def _model(
         beta=0.0 if b is None else b,
         inf=inf.value,  # type: ignore[arg-type]
         sketch=sketch,
+        weight=weight,
     )
 
 

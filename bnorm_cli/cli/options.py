@@ -179,6 +179,15 @@ Strict = Annotated[
         metavar="",
     ),
 ]
+Weight = Annotated[
+    str | None,
+    typer.Option(
+        "--weight",
+        help="Column of per-row weights (frequency weights, as scikit-learn's sample_weight;"
+        " >= 0, never normalized): weighted mean and variance.",
+        metavar="COL",
+    ),
+]
 Inf = Annotated[
     InfOpt,
     typer.Option(

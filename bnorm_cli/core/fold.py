@@ -9,19 +9,24 @@ size does not fold in a Python loop per column or per record:
   two-level formula (each batch's mean taken relative to the group's first
   mean, summed exactly where it cancels), and groups are merged with the Chan
   update. The grouping depends only on batch indices, so every engine and every
-  chunking of the table gives the same bits;
+  chunking of the table gives the same bits. A weighted table (field ``wsum``)
+  folds the same way with weight sums in place of counts (the mean weighs each
+  batch by its weight sum, the Chan update too); ``n`` is still summed as a count;
 * running: PyTorch ``BatchNorm1d`` semantics, the recurrence
   ``r = (1 - f) * r + f * x`` batch by batch (start 0/1, ``f`` the momentum, or
   ``1/k`` for the cumulative average), vectorized across columns. A batch with
   fewer than two valid values has no unbiased variance and does not update
-  (PyTorch raises instead).
+  (PyTorch raises instead). Weighted, each batch's weighted mean and unbiased
+  weighted variance ``biased * W / (W - 1)`` (``W`` the batch's weight sum, as for
+  frequency weights) feed the same recurrence; a batch with ``W <= 1`` does not
+  update.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,18 +52,22 @@ class Population:
     var: np.ndarray
     min: np.ndarray
     max: np.ndarray
+    #: weight sums (None: unweighted, where the counts ``n`` are the weights)
+    wsum: np.ndarray | None = field(default=None, kw_only=True)
 
     @classmethod
-    def empty(cls, width: int) -> Population:
+    def empty(cls, width: int, weighted: bool = False) -> Population:
         zi, zf = np.zeros(width, np.int64), np.zeros(width)
         nan = np.full(width, math.nan)
-        return cls(zi, zi.copy(), zf, zf.copy(), zf.copy(), nan, nan.copy())
+        w = zf.copy() if weighted else None
+        return cls(zi, zi.copy(), zf, zf.copy(), zf.copy(), nan, nan.copy(), wsum=w)
 
     @classmethod
     def of(cls, moments: Sequence[Moments]) -> Population:
         def arr(name: str, dtype: type) -> np.ndarray:
             return np.array([getattr(m, name) for m in moments], dtype)
 
+        weighted = any(m.weight is not None for m in moments)
         return cls(
             arr("n", np.int64),
             arr("missing", np.int64),
@@ -67,14 +76,22 @@ class Population:
             arr("biased_var", np.float64),
             arr("min", np.float64),
             arr("max", np.float64),
+            wsum=np.array([m.weight or 0.0 for m in moments], np.float64) if weighted else None,
         )
 
+    @property
+    def weights(self) -> np.ndarray:
+        """Each column's weight sum (unweighted: its count)."""
+        return self.n.astype(np.float64) if self.wsum is None else self.wsum
+
     def at(self, j: int) -> Moments:
-        return record(*(getattr(self, f)[j] for f in _POP_FIELDS))
+        w = None if self.wsum is None else self.wsum[j]
+        return record(*(getattr(self, f)[j] for f in _POP_FIELDS), weight=w)
 
     def take(self, index: Sequence[int]) -> Population:
         idx = np.asarray(index, np.int64)
-        return Population(*(getattr(self, f)[idx] for f in _POP_FIELDS))
+        w = None if self.wsum is None else self.wsum[idx]
+        return Population(*(getattr(self, f)[idx] for f in _POP_FIELDS), wsum=w)
 
 
 _POP_FIELDS = ("n", "missing", "mean_hi", "mean_lo", "var", "min", "max")
@@ -122,9 +139,22 @@ class RunningState:
 
 
 def group_population(t: MomentsTable) -> Population:
-    """The population moments of all batches of ``t`` together (one group)."""
-    n, ml, mh = t["n"], t["mean_lo"], t["mean_hi"]
-    total = n.sum(axis=0)
+    """The population moments of all batches of ``t`` together (one group).
+
+    Each batch weighs its count ``n`` or, in a weighted table, its weight sum
+    (scaled by a power of two per column, so sums of huge weights do not overflow).
+    """
+    ml, mh = t["mean_lo"], t["mean_hi"]
+    count = t["n"].sum(axis=0)
+    weighted = t.weighted
+    if weighted:
+        raw = t["wsum"]
+        wexp = np.frexp(raw.max(axis=0, initial=0.0))[1]
+        n = np.ldexp(raw, -wexp)
+        total = n.sum(axis=0)
+    else:
+        n = t["n"]
+        total = count
     has = n > 0
     width = len(t.columns)
     cols = np.arange(width)
@@ -134,7 +164,7 @@ def group_population(t: MomentsTable) -> Population:
         # sum(n_i * d_i) in double-double: exact products, compensated pairwise sum
         p, e = two_prod(n.astype(np.float64), d)
         s_hi, s_lo = sum2(p, e)
-        safe = np.maximum(total, 1).astype(np.float64)
+        safe = np.where(total > 0, total, 1).astype(np.float64)
         q = s_hi / safe
         qp, qe = two_prod(q, safe)
         q_lo = ((s_hi - qp) - qe + s_lo) / safe
@@ -150,13 +180,14 @@ def group_population(t: MomentsTable) -> Population:
         w = n / safe
         var = sum2(w * t["var"])[0] + sum2(w * np.square(d - dbar))[0]
     return Population(
-        total,
+        count,
         t["missing"].sum(axis=0),
         np.where(total > 0, hi, 0.0),
         np.where(total > 0, lo, 0.0),
         np.where(total > 0, var, 0.0),
         np.fmin.reduce(t["min"], axis=0) if len(t) else np.full(width, math.nan),
         np.fmax.reduce(t["max"], axis=0) if len(t) else np.full(width, math.nan),
+        wsum=np.ldexp(sum2(n)[0], wexp) if weighted else None,
     )
 
 
@@ -183,28 +214,33 @@ def sum2(x: np.ndarray, lo: np.ndarray | None = None) -> tuple[np.ndarray, np.nd
 
 
 def _exact_mean(n: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[float, float]:
-    """sum(n * (hi + lo)) / sum(n) to double-double precision, with exact sums."""
+    """sum(n * (hi + lo)) / sum(n) to double-double precision, with exact sums
+    (``n``: counts, or weight sums)."""
     terms: list[float] = []
     for k, h, low in zip(n.tolist(), hi.tolist(), lo.tolist(), strict=True):
         if k:
             terms += [*_two_prod(float(k), h), *_two_prod(float(k), low)]
-    count = float(n.sum())
+    count = float(n.sum()) if n.dtype.kind in "iu" else math.fsum(n.tolist())
     mean = math.fsum(terms) / count
     p, e = _two_prod(mean, count)
     return mean, math.fsum([*terms, -p, -e]) / count
 
 
 def merge_population(a: Population, b: Population) -> Population:
-    """The Chan update, vectorized: moments of two disjoint sets of rows."""
+    """The Chan update, vectorized: moments of two disjoint sets of rows (weighted:
+    with weight sums in place of counts)."""
+    weighted = a.wsum is not None or b.wsum is not None
     n = a.n + b.n
+    ta, tb = (a.weights, b.weights) if weighted else (a.n, b.n)
+    total = ta + tb
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        safe = np.maximum(n, 1)
-        wa, wb = a.n / safe, b.n / safe
+        safe = np.where(total > 0, total, 1)
+        wa, wb = ta / safe, tb / safe
         delta = (b.mean_hi - a.mean_hi) + (b.mean_lo - a.mean_lo)
         hi, err = two_sum(a.mean_hi, delta * wb)
         hi, lo = two_sum(hi, err + a.mean_lo)
         var = wa * a.var + wb * b.var + (delta * wa) * (delta * wb)
-    only_a, only_b = b.n == 0, a.n == 0
+    only_a, only_b = tb == 0, ta == 0
     return Population(
         n,
         a.missing + b.missing,
@@ -213,11 +249,23 @@ def merge_population(a: Population, b: Population) -> Population:
         np.where(only_a, a.var, np.where(only_b, b.var, var)),
         np.fmin(a.min, b.min),
         np.fmax(a.max, b.max),
+        wsum=total if weighted else None,
     )
 
 
 def batch_stats(t: MomentsTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per batch and column: mean, unbiased variance (0 where n < 2), updates (n >= 2)."""
+    """Per batch and column: mean, unbiased variance (0 where n < 2), updates (n >= 2).
+
+    Weighted: the unbiased variance of frequency weights, ``var * W / (W - 1)``
+    with ``W`` the batch's weight sum; a batch updates where ``W > 1``.
+    """
+    if t.weighted:
+        n = t["wsum"]
+        upd = n > 1.0
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            unbiased = np.where(upd, t["var"] * (n / np.where(upd, n - 1.0, 1.0)), 0.0)
+        mean = np.where(upd, t["mean_hi"] + t["mean_lo"], 0.0)
+        return mean, unbiased, upd
     n = t["n"]
     upd = n >= 2
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -275,12 +323,15 @@ class Fold:
         summary: Summary | None = None,
         sketch: bool = True,
         segments: Sequence[int] | None = None,
+        weighted: bool = False,
     ) -> None:
         self.columns = list(columns)
         self.batch_size = batch_size
         self.momentum = momentum
         self.group = max(1, GROUP_ROWS // batch_size)
-        self._carry = population if population is not None else Population.empty(len(columns))
+        self._carry = (
+            population if population is not None else Population.empty(len(columns), weighted)
+        )
         self.running = running if running is not None else RunningState.start(len(columns))
         self.batches = batches
         self.rows = rows
@@ -358,6 +409,10 @@ class Fold:
         )
         return fold
 
+    @property
+    def weighted(self) -> bool:
+        return self._carry.wsum is not None
+
 
 def concat_columns(folds: Sequence[Fold]) -> Fold:
     """One fold over the columns of several folds of the same batches (column groups
@@ -369,7 +424,8 @@ def concat_columns(folds: Sequence[Fold]) -> Fold:
     pops = [f.population for f in folds]
     runs = [f.running for f in folds]
     population = Population(
-        *(np.concatenate([getattr(p, name) for p in pops]) for name in _POP_FIELDS)
+        *(np.concatenate([getattr(p, name) for p in pops]) for name in _POP_FIELDS),
+        wsum=np.concatenate([p.weights for p in pops]) if pops[0].wsum is not None else None,
     )
     running = RunningState(
         np.concatenate([r.mean for r in runs]),

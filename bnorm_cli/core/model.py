@@ -31,7 +31,7 @@ from .diagnostics import Trend
 from .errors import DataError, StatsFileError, UsageError, did_you_mean, opt, phrase
 from .fold import Fold, Momentum, Population, Running, RunningState, merge_folds
 from .frames import to_polars
-from .moments import Moments, MomentsTable, table_moments
+from .moments import Moments, MomentsTable, check_weights, table_moments
 from .sketch import Summary
 
 #: Data the API accepts: polars frames or pyarrow tables / record batches.
@@ -86,6 +86,9 @@ class BatchNorm:
     ``"*"`` for the others), and ``inf`` ("error": +/-inf stops the run;
     "missing": treated like NaN). ``sketch`` (default on): also record each
     column's distribution summary (`sketch`), what ``bnorm drift`` compares with.
+    ``weight``: the name of a column of per-row weights (scikit-learn's
+    ``sample_weight`` as a column, so it streams with the rows: frequency weights,
+    never normalized itself); the statistics are then weighted (`moments`).
     """
 
     def __init__(
@@ -100,8 +103,12 @@ class BatchNorm:
         beta: float | Mapping[str, float] = 0.0,
         inf: InfPolicy = "error",
         sketch: bool = True,
+        weight: str | None = None,
     ) -> None:
         self.sketch = bool(sketch)
+        if weight is not None and (not isinstance(weight, str) or not weight):
+            raise UsageError(f"{opt('weight')} must be a column name, got {weight!r}")
+        self.weight = weight
         self.batch_size = check_batch_size(batch_size)
         self.momentum: Momentum = check_momentum(momentum)
         self.eps = check_eps(eps)
@@ -184,6 +191,12 @@ class BatchNorm:
         return self._view("beta")
 
     @property
+    def needed_(self) -> list[str]:
+        """The columns a pass reads: the normalized ones, and the weight column."""
+        cols = self.columns_
+        return [*cols, self.weight] if self.weight is not None else cols
+
+    @property
     def rows_(self) -> int:
         return self.state_.fold.rows if self.state_ else 0
 
@@ -209,6 +222,7 @@ class BatchNorm:
     def select_columns(self, schema: pl.Schema) -> list[str]:
         """The columns to normalize in an input with this schema."""
         names = list(schema.names())
+        w = self.weight
         for name in [*(self.columns or []), *self.exclude]:
             if name not in schema:
                 flag = opt("columns" if name in (self.columns or []) else "exclude")
@@ -225,10 +239,22 @@ class BatchNorm:
             chosen = [c for c in names if c in self.columns]
         else:
             chosen = [c for c in names if is_numeric(schema[c])]
-        return [c for c in chosen if c not in self.exclude]
+        return [c for c in chosen if c not in self.exclude and c != w]
 
     def start(self, schema: pl.Schema) -> None:
         """Reset and prepare for batches with this schema (done by ``fit``)."""
+        w = self.weight
+        if w is not None:
+            if w not in schema:
+                raise UsageError(
+                    f'{opt("weight")}: no column "{w}" in the input'
+                    f"{did_you_mean(w, list(schema.names()))}"
+                )
+            if w in (self.columns or []):
+                raise UsageError(
+                    f'{opt("columns")}: "{w}" is the weight column ({opt("weight")}), which is'
+                    " never normalized; leave it out of the columns"
+                )
         columns = self.select_columns(schema)
         gamma = resolve_per_column(self.gamma, columns, "gamma", 1.0)
         beta = resolve_per_column(self.beta, columns, "beta", 0.0)
@@ -238,7 +264,13 @@ class BatchNorm:
             input_schema={name: str(dtype) for name, dtype in schema.items()},
             gamma=np.array([gamma[c] for c in columns], np.float64),
             beta=np.array([beta[c] for c in columns], np.float64),
-            fold=Fold(columns, self.batch_size, self.momentum, sketch=self.sketch),
+            fold=Fold(
+                columns,
+                self.batch_size,
+                self.momentum,
+                sketch=self.sketch,
+                weighted=self.weight is not None,
+            ),
             trend=Trend(len(columns)),
         )
         self.last_moments_ = {}
@@ -260,9 +292,23 @@ class BatchNorm:
             inf=self.inf,
             rows=height,
             sketch=self.sketch,
+            weights=self.weights_of(frame, fold.rows),
         )
         self.note_ranges(frame, table)
         return table
+
+    def weights_of(self, frame: pl.DataFrame, first_row: int) -> np.ndarray | None:
+        """The rows' weights (checked), or None when unweighted."""
+        if self.weight is None:
+            return None
+        if self.weight not in frame.columns:
+            raise DataError(
+                f'the weight column "{self.weight}" is missing from the input'
+                f"{did_you_mean(self.weight, frame.columns)}; give the weights, or fit without"
+                f" {opt('weight')}",
+                column=self.weight,
+            )
+        return check_weights(frame.get_column(self.weight), first_row)
 
     def fold(
         self, table: MomentsTable, trace: bool = False
@@ -301,6 +347,7 @@ class BatchNorm:
             inf=self.inf,
             rows=height,
             sketch=self.sketch,
+            weights=self.weights_of(frame, state.fold.rows),
         )
         self.note_ranges(frame, table)
         self.fold(table)
@@ -517,11 +564,18 @@ class BatchNorm:
         eps: float | None = None,
         inf: InfPolicy | None = None,
         batch_size: int | None = None,
+        weight: str | None = None,
     ) -> BatchNorm:
         """A copy of this fitted model for applying it: some of its columns,
-        gamma/beta replacing the saved values they name, another eps, inf policy
-        or batch size. The model itself is left as it is."""
+        gamma/beta replacing the saved values they name, another eps, inf policy,
+        batch size or weight column (of the input statistics; the maps are the
+        saved ones). The model itself is left as it is."""
         s = self._state()
+        if weight is not None and weight in s.columns:
+            raise UsageError(
+                f'{opt("weight")}: "{weight}" is a normalized column of the statistics file;'
+                " name the column of weights"
+            )
         for name in [*(columns or []), *(exclude or [])]:
             if name not in s.columns:
                 raise UsageError(
@@ -542,6 +596,7 @@ class BatchNorm:
             eps=self.eps if eps is None else eps,
             columns=kept,
             inf=self.inf if inf is None else inf,
+            weight=self.weight if weight is None else weight,
         )
         g, b = s.gamma[keep].copy(), s.beta[keep].copy()
         for spec, target, what in ((gamma, g, "gamma"), (beta, b, "beta")):
@@ -588,6 +643,7 @@ def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> Ba
             ("momentum", first.momentum, model.momentum),
             ("eps", first.eps, model.eps),
             ("inf policy", first.inf, model.inf),
+            ("weight column", first.weight, model.weight),
             ("gamma", a.gamma.tolist(), b.gamma.tolist()),
             ("beta", a.beta.tolist(), b.beta.tolist()),
         ):
@@ -606,6 +662,7 @@ def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> Ba
         eps=first.eps,
         columns=a.columns,
         inf=first.inf,
+        weight=first.weight,
     )
     out.state_ = replace(a, fold=fold, warnings=warnings)
     return out

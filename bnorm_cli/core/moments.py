@@ -21,6 +21,15 @@ This module is the single home of the numeric rules (design.md §2):
 * A constant batch has ``var == 0`` and its mean is that constant exactly, so a
   constant column normalizes to ``beta`` exactly.
 * The unbiased variance ``var * n / (n - 1)`` does not exist for n < 2 (``None``).
+* Weights (``weights=``, frequency weights as scikit-learn's ``sample_weight``):
+  the same rules with each value counted ``w`` times. The mean is
+  ``sum(w*x)/sum(w)``, the variance the biased ``sum(w*(x-mean)^2)/sum(w)`` (what
+  StandardScaler's ``var_`` is), the unbiased one ``.../(sum(w) - 1)`` (none for
+  ``sum(w) <= 1``). Weights are scaled by a power of two per batch (huge and tiny
+  weights neither overflow nor underflow); a zero weight, or a missing value,
+  counts for nothing. The record's ``n`` stays the count of valid values, its
+  ``wsum`` is their weight sum, ``min``/``max`` are those of the valid values.
+  A weight that is null, NaN, infinite or negative is an error (`check_weights`).
 
 A batch's record is a pure function of that batch's rows: it depends on no
 earlier batch and on no chunking, so any engine, in any process, computes the
@@ -52,6 +61,8 @@ _CANCEL_BITS = 20
 
 #: The fields of a moments record, in table order (beyond batch and rows).
 FIELDS = ("n", "missing", "mean_hi", "mean_lo", "var", "min", "max")
+#: The weighted table's extra field: each batch's weight sum of the valid values.
+WEIGHT_FIELD = "wsum"
 #: Counts beside the record (integers, summed by the fold): nulls (of ``missing``,
 #: the rest is NaN, and +/-inf under ``--inf missing``) and exact zeros.
 COUNT_FIELDS = ("nulls", "zeros")
@@ -68,20 +79,29 @@ class Moments:
     biased_var: float = 0.0
     min: float = math.nan
     max: float = math.nan
+    #: weight sum of the valid values (``None``: unweighted, every value weighs 1)
+    weight: float | None = None
+
+    @property
+    def weighs(self) -> bool:
+        """Whether the values carry any weight (unweighted: any value at all)."""
+        return bool(self.n) if self.weight is None else self.weight > 0
 
     @property
     def mean(self) -> float | None:
-        return self.mean_hi + self.mean_lo if self.n else None
+        return self.mean_hi + self.mean_lo if self.weighs else None
 
     @property
     def var(self) -> float | None:
         """Population (biased, ddof=0) variance."""
-        return self.biased_var if self.n else None
+        return self.biased_var if self.weighs else None
 
     @property
     def var_unbiased(self) -> float | None:
-        """Unbiased (ddof=1) variance; ``None`` when fewer than two values."""
-        return self.biased_var * (self.n / (self.n - 1)) if self.n >= 2 else None
+        """Unbiased variance: ``n - 1`` (or, weighted, ``sum(w) - 1``) in the
+        denominator; ``None`` when that is not positive."""
+        total = float(self.n) if self.weight is None else self.weight
+        return self.biased_var * (total / (total - 1)) if total > 1 else None
 
     @property
     def std(self) -> float | None:
@@ -116,17 +136,22 @@ _SPLIT = 134217729.0  # 2^27 + 1
 def merge(a: Moments, b: Moments) -> Moments:
     """Moments of the union of two disjoint sets of rows (Chan et al. update)."""
     missing = a.missing + b.missing
-    if b.n == 0:
-        return Moments(a.n, missing, a.mean_hi, a.mean_lo, a.biased_var, a.min, a.max)
-    if a.n == 0:
-        return Moments(b.n, missing, b.mean_hi, b.mean_lo, b.biased_var, b.min, b.max)
     n = a.n + b.n
+    low, high = float(np.fmin(a.min, b.min)), float(np.fmax(a.max, b.max))
+    weighted = a.weight is not None or b.weight is not None
+    ta = float(a.n) if a.weight is None else a.weight
+    tb = float(b.n) if b.weight is None else b.weight
+    weight = ta + tb if weighted else None
+    if tb == 0:
+        return Moments(n, missing, a.mean_hi, a.mean_lo, a.biased_var, low, high, weight)
+    if ta == 0:
+        return Moments(n, missing, b.mean_hi, b.mean_lo, b.biased_var, low, high, weight)
     delta = (b.mean_hi - a.mean_hi) + (b.mean_lo - a.mean_lo)
-    wa, wb = a.n / n, b.n / n
+    wa, wb = ta / (ta + tb), tb / (ta + tb)
     hi, err = _two_sum1(a.mean_hi, delta * wb)
     hi, lo = _two_sum1(hi, err + a.mean_lo)
     var = wa * a.biased_var + wb * b.biased_var + (delta * wa) * (delta * wb)
-    return Moments(n, missing, hi, lo, var, min(a.min, b.min), max(a.max, b.max))
+    return Moments(n, missing, hi, lo, var, low, high, weight)
 
 
 def _two_sum1(a: float, b: float) -> tuple[float, float]:
@@ -174,10 +199,18 @@ class MomentsTable:
             {k: v[start:stop] for k, v in self.fields.items()},
         )
 
+    @property
+    def weighted(self) -> bool:
+        return WEIGHT_FIELD in self.fields
+
     def moments(self, i: int) -> dict[str, Moments]:
         """The records of the ``i``-th batch of the table, by column."""
         f = self.fields
-        return {c: record(*(f[name][i, j] for name in FIELDS)) for j, c in enumerate(self.columns)}
+        w = f.get(WEIGHT_FIELD)
+        return {
+            c: record(*(f[name][i, j] for name in FIELDS), weight=None if w is None else w[i, j])
+            for j, c in enumerate(self.columns)
+        }
 
     @classmethod
     def concat(cls, tables: Sequence[MomentsTable]) -> MomentsTable:
@@ -237,7 +270,15 @@ class MomentsTable:
 
 
 def record(
-    n: object, missing: object, hi: object, lo: object, var: object, low: object, high: object
+    n: object,
+    missing: object,
+    hi: object,
+    lo: object,
+    var: object,
+    low: object,
+    high: object,
+    *,
+    weight: object = None,
 ) -> Moments:
     """A `Moments` from array scalars (NaN as `math.nan`, so equal records compare equal)."""
 
@@ -245,19 +286,58 @@ def record(
         v = float(x)  # type: ignore[arg-type]
         return math.nan if v != v else v
 
-    return Moments(int(n), int(missing), f(hi), f(lo), f(var), f(low), f(high))  # type: ignore[call-overload]
+    w = None if weight is None else f(weight)
+    return Moments(int(n), int(missing), f(hi), f(lo), f(var), f(low), f(high), w)  # type: ignore[call-overload]
 
 
-def empty_table(columns: Sequence[str]) -> MomentsTable:
+def empty_table(columns: Sequence[str], weighted: bool = False) -> MomentsTable:
     z = np.zeros(0, np.int64)
-    fields: dict[str, np.ndarray] = {
-        f: np.zeros((0, len(columns)), _dtype(f)) for f in (*FIELDS, *COUNT_FIELDS)
-    }
+    names = (*FIELDS, *COUNT_FIELDS, *((WEIGHT_FIELD,) if weighted else ()))
+    fields: dict[str, np.ndarray] = {f: np.zeros((0, len(columns)), _dtype(f)) for f in names}
     return MomentsTable(list(columns), z, z.copy(), z.copy(), fields)
 
 
 def _dtype(name: str) -> type:
-    return np.float64 if name in ("mean_hi", "mean_lo", "var", "min", "max") else np.int64
+    floats = ("mean_hi", "mean_lo", "var", "min", "max", WEIGHT_FIELD)
+    return np.float64 if name in floats else np.int64
+
+
+def check_weights(series: pl.Series, first_row: int = 0) -> np.ndarray:
+    """A weight column as float64, refused (`DataError` naming the column and row)
+    if a weight is null, NaN, infinite or negative: a row weighs ``w >= 0`` times."""
+    name = series.name
+    text = series.dtype == pl.String  # a CSV column passed through as text
+    if not (series.dtype.is_numeric() or text or series.dtype == pl.Null):
+        raise DataError(
+            f'weight column "{name}" is {series.dtype}, not numeric; give the column of'
+            f" weights with {opt('weight')}",
+            column=name,
+        )
+    numbers = series.str.strip_chars().cast(pl.Float64, strict=False) if text else series
+    w = _float_values(numbers)
+    bad = ~(w >= 0.0) | (w == math.inf)  # NaN/null compare False
+    if bad.any():
+        at = int(np.argmax(bad))
+        value = series[at]
+        what = (
+            "is missing"
+            if value is None
+            else f"{value!r} is not a number"
+            if text and numbers[at] is None
+            else "is NaN"
+            if w[at] != w[at]
+            else f"{value} is infinite"
+            if math.isinf(w[at])
+            else f"{value} is negative"
+        )
+        row = first_row + at + 1
+        raise DataError(
+            f'weight column "{name}", row {row}: the weight {what}; weights must be finite'
+            " numbers >= 0 (fix the row, or give it weight 0 to leave it out)",
+            column=name,
+            row=row,
+        )
+    return w
 
 
 def table_moments(
@@ -272,6 +352,7 @@ def table_moments(
     grid: Sequence[int] | None = None,
     bounds: tuple[np.ndarray, np.ndarray] | None = None,
     cap: int = sk.MAX_BUCKETS,
+    weights: np.ndarray | None = None,
 ) -> MomentsTable:
     """The moments of every batch of ``frame`` (consecutive ``batch_size``-row
     batches; the last may be shorter), for each of ``columns``, vectorized.
@@ -284,13 +365,19 @@ def table_moments(
     propose, or with ``grid`` (one exponent per column: a fitted sketch's) at
     that width, so that they compare bucket for bucket with it. ``bounds``
     (``(min, max)`` arrays): also count, per batch, the values outside them
-    (field ``outside``).
+    (field ``outside``). ``weights``: each row's weight (`check_weights`), for
+    weighted moments and the field ``wsum``.
     """
     rows = frame.height if rows is None else rows
     k = -(-rows // batch_size) if rows else 0
     starts = np.arange(k, dtype=np.int64) * batch_size
     counts = np.minimum(batch_size, rows - starts)
-    names = (*FIELDS, *COUNT_FIELDS, *(("outside",) if bounds is not None else ()))
+    names = (
+        *FIELDS,
+        *COUNT_FIELDS,
+        *(("outside",) if bounds is not None else ()),
+        *((WEIGHT_FIELD,) if weights is not None else ()),
+    )
     fields: dict[str, np.ndarray] = {f: np.empty((k, len(columns)), _dtype(f)) for f in names}
     #: integer columns: whether each batch is strictly increasing (a row id?)
     fields["increasing"] = np.zeros((k, len(columns)), bool)
@@ -308,8 +395,12 @@ def table_moments(
         if full < k:
             parts.append((full, values[full * batch_size :].reshape(1, -1)))
         for at, block in parts:
-            out = _block_moments(block, name, first_row + at * batch_size, batch_size, inf)
-            for f in FIELDS:
+            start = at * batch_size
+            w = None
+            if weights is not None:
+                w = weights[start : start + block.size].reshape(block.shape)
+            out = _block_moments(block, name, first_row + start, batch_size, inf, w)
+            for f in out:
                 fields[f][at : at + block.shape[0], j] = out[f]
         fields["nulls"][:, j] = (
             _per_batch(series.is_null().to_numpy(), k, batch_size) if series.null_count() else 0
@@ -431,9 +522,11 @@ def from_values(values: np.ndarray, missing: int = 0) -> Moments:
 
 
 def _block_moments(
-    x: np.ndarray, name: str, first_row: int, stride: int, inf: str
+    x: np.ndarray, name: str, first_row: int, stride: int, inf: str, w: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Moments of each row of ``x`` (one batch per row)."""
+    """Moments of each row of ``x`` (one batch per row), weighted by ``w`` if given."""
+    if w is not None:
+        return _weighted_block(x, w, name, first_row, stride, inf)
     m, width = x.shape
     s = x.sum(axis=1)
     clean = np.isfinite(s)  # no NaN, no inf, no overflow: the common case
@@ -441,20 +534,7 @@ def _block_moments(
         valid = None
         n = np.full(m, width, np.int64)
     else:
-        valid = ~np.isnan(x)
-        infinite = np.isinf(x)
-        if infinite.any():
-            if inf == "error":
-                i, at = np.argwhere(infinite)[0]
-                row = first_row + int(i) * stride + int(at) + 1
-                raise DataError(
-                    f'column "{name}", row {row}: value {x[i, at]}; infinite values have no'
-                    f" mean or variance (use {opt('inf', 'missing')} to treat them like NaN)",
-                    column=name,
-                    row=row,
-                )
-            valid &= ~infinite
-        n = valid.sum(axis=1)
+        valid, n = _valid(x, name, first_row, stride, inf)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if valid is None:
             lo, hi = x.min(axis=1), x.max(axis=1)
@@ -462,9 +542,7 @@ def _block_moments(
             lo = np.where(valid, x, np.inf).min(axis=1)
             hi = np.where(valid, x, -np.inf).max(axis=1)
         top = np.maximum(np.abs(lo), np.abs(hi))
-        exp = np.frexp(top)[1]
-        scale = np.where((exp > _SCALE_ABOVE_EXP) | (exp < _SCALE_BELOW_EXP), -exp, 0)
-        scale[(n == 0) | (top == 0)] = 0
+        scale = _scales(top, n == 0)
         xs = x if not scale.any() else np.ldexp(x, scale[:, None])
         if valid is None and not scale.any():
             total = s
@@ -505,12 +583,121 @@ def _block_moments(
     }
 
 
-def _exact_row(values: np.ndarray) -> tuple[float, float, float]:
+def _valid(
+    x: np.ndarray, name: str, first_row: int, stride: int, inf: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which values are valid (not NaN; +/-inf refused, or missing with ``inf``
+    "missing"), and how many per batch."""
+    valid = ~np.isnan(x)
+    infinite = np.isinf(x)
+    if infinite.any():
+        if inf == "error":
+            _refuse_inf(x, infinite, name, first_row, stride)
+        valid &= ~infinite
+    return valid, valid.sum(axis=1)
+
+
+def _refuse_inf(
+    x: np.ndarray, infinite: np.ndarray, name: str, first_row: int, stride: int
+) -> None:
+    i, at = np.argwhere(infinite)[0]
+    row = first_row + int(i) * stride + int(at) + 1
+    raise DataError(
+        f'column "{name}", row {row}: value {x[i, at]}; infinite values have no'
+        f" mean or variance (use {opt('inf', 'missing')} to treat them like NaN)",
+        column=name,
+        row=row,
+    )
+
+
+def _scales(top: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """Per batch, the power of two that brings magnitudes up to ``top`` near 1, where
+    sums or squares could leave float64's range (else 0)."""
+    exp = np.frexp(top)[1]
+    scale = np.where((exp > _SCALE_ABOVE_EXP) | (exp < _SCALE_BELOW_EXP), -exp, 0)
+    scale[empty | (top == 0)] = 0
+    return scale
+
+
+def _weighted_block(
+    x: np.ndarray, w: np.ndarray, name: str, first_row: int, stride: int, inf: str
+) -> dict[str, np.ndarray]:
+    """`_block_moments` with weights (checked: finite, >= 0), by the same rules.
+
+    Only values with a positive weight enter the mean and variance (and the
+    magnitude that decides the scaling, cancellation and constancy); ``n``,
+    ``min`` and ``max`` are those of every valid value.
+    """
+    valid, n = _valid(x, name, first_row, stride, inf)
+    wv = np.where(valid, w, 0.0)
+    pos = wv > 0.0
+    npos = pos.sum(axis=1)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lo = np.where(valid, x, np.inf).min(axis=1)
+        hi = np.where(valid, x, -np.inf).max(axis=1)
+        plo = np.where(pos, x, np.inf).min(axis=1)
+        phi = np.where(pos, x, -np.inf).max(axis=1)
+        top = np.maximum(np.abs(plo), np.abs(phi))
+        scale = _scales(top, npos == 0)
+        xs = np.where(pos, np.ldexp(x, scale[:, None]) if scale.any() else x, 0.0)
+        # weights scaled so the largest is in [0.5, 1): the weighted sums cannot
+        # overflow, tiny weights do not underflow, and the ratios are unchanged
+        wtop = wv.max(axis=1)
+        wexp = np.where(wtop > 0.0, np.frexp(wtop)[1], 0)
+        ws = np.ldexp(wv, -wexp[:, None])
+        total = ws.sum(axis=1)
+        safe = np.where(total > 0.0, total, 1.0)
+        m0 = (ws * xs).sum(axis=1) / safe
+        dev = np.where(pos, xs - m0[:, None], 0.0)
+        wdev = ws * dev
+        s1 = wdev.sum(axis=1)
+        s2 = (wdev * dev).sum(axis=1)
+        corr = s1 / safe
+        var = np.maximum(s2 - s1 * corr, 0.0) / safe
+        mean_hi, mean_lo = two_sum(m0, corr)
+        cancel = (npos > 1) & (np.abs(mean_hi) * 2.0**_CANCEL_BITS < np.ldexp(top, scale))
+        wsum = np.ldexp(total, wexp)
+    for i in np.flatnonzero(cancel):
+        keep = pos[i]
+        mean_hi[i], mean_lo[i], var[i] = _exact_row(xs[i][keep], ws[i][keep])
+    if scale.any():
+        with np.errstate(over="ignore"):
+            mean_hi = np.ldexp(mean_hi, -scale)
+            mean_lo = np.ldexp(mean_lo, -scale)
+            var = np.ldexp(var, -2 * scale)
+    const = plo == phi
+    weightless = npos == 0
+    return {
+        "n": n,
+        "missing": x.shape[1] - n,
+        "mean_hi": np.where(weightless, 0.0, np.where(const, plo, mean_hi)),
+        "mean_lo": np.where(weightless | const, 0.0, mean_lo),
+        "var": np.where(weightless | const, 0.0, var),
+        "min": np.where(n == 0, math.nan, lo),
+        "max": np.where(n == 0, math.nan, hi),
+        WEIGHT_FIELD: np.where(weightless, 0.0, wsum),
+    }
+
+
+def _exact_row(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float, float]:
     """Mean (two floats) and biased variance of values whose float sum cancels.
 
     The sum is exact (`math.fsum`, correctly rounded), and so is the residual of
-    the mean, so the mean is the exact mean to double-double precision.
+    the mean, so the mean is the exact mean to double-double precision. With
+    ``weights`` (positive), the sums are of the exact products ``w*x``.
     """
+    if weights is not None:
+        prods, errs = two_prod(weights, values)
+        parts: list[float] = [*prods.tolist(), *errs.tolist()]
+        total_w = math.fsum(weights.tolist())
+        mean = math.fsum(parts) / total_w
+        p1, e1 = _two_prod(mean, total_w)
+        resid = math.fsum([*parts, -p1, -e1]) / total_w
+        dev = (values - mean) - resid
+        wdev = weights * dev
+        sum1 = float(wdev.sum())
+        sum2 = float((wdev * dev).sum())
+        return mean, resid, max(sum2 - sum1 * (sum1 / total_w), 0.0) / total_w
     n = values.size
     if np.array_equal(values, np.rint(values)) and float(np.abs(values).max()) * n < 2.0**53:
         total = float(values.sum())  # integers this small sum exactly in float64

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from ..core.errors import BnormError, DataError, OutputError
 from ..core.maps import Maps, apply_batch_maps, apply_maps, batch_maps, running_maps
 from ..core.model import BatchNorm, Mode, Use
-from ..core.moments import MomentsTable, table_moments
+from ..core.moments import MomentsTable, check_weights, table_moments
 from ..io import storage
 from ..io.plan import Unit, batch_spans
 from ..io.storage import is_url
@@ -107,9 +107,14 @@ def moments_task(
     row0: int,
     total: int,
     sketch: bool = True,
+    weight: str | None = None,
 ) -> MomentsTable:
-    """The span's moments table, labelled after the ``batch0`` batches already folded."""
-    frame = _frame(span.read(columns, total))
+    """The span's moments table, labelled after the ``batch0`` batches already folded
+    (weighted by the column ``weight``, if given)."""
+    frame = _frame(span.read([*columns, weight] if weight else columns, total))
+    weights = None
+    if weight is not None:
+        weights = check_weights(frame.get_column(weight), row0 + span.first_row)
     return table_moments(
         frame,
         columns,
@@ -119,6 +124,7 @@ def moments_task(
         inf=inf,
         rows=span.rows(total),
         sketch=sketch,
+        weights=weights,
     )
 
 
@@ -221,6 +227,7 @@ def _fold_spans(
             row0,
             total,
             model.sketch,
+            model.weight,
             pure=False,
         )
         for s in plan

@@ -174,31 +174,34 @@ def fit(
     columns = model.columns_
     if reopen is not None and profile is None and not resume and len(columns) > width:
         groups = [columns[i : i + width] for i in range(0, len(columns), width)]
-        done = [_fit_group(model, reopen(g), g, progress, len(groups)) for g in groups]
+        w = [model.weight] if model.weight is not None else []  # each group reads the weights
+        done = [_fit_group(model, reopen([*g, *w]), g, progress, len(groups)) for g in groups]
         state = model.state_
         assert state is not None
         state.fold = concat_columns([fold for fold, _ in done])
         state.trend = Trend.concat([trend for _, trend in done])
         return
     for batch in _chunks(source, rows, progress):
-        frame = _numeric(batch, model.columns_)
+        frame = _numeric(batch, model.needed_)
         try:
             table = model.moments(frame, batch.num_rows)
         except DataError as e:
             raise _located(source, model.batch_size, e, model.rows_) from None
         trace = model.fold(table, trace=profile is not None)
         if profile is not None and trace is not None:
-            _observe(profile, frame, None, table, trace)
+            _observe(profile, frame.select(model.columns_), None, table, trace)
 
 
 def _fit_group(
     model: BatchNorm, source: Source, columns: list[str], progress: Progress, groups: int
 ) -> tuple[Fold, Trend]:
     """Fold the moments of some of the model's columns, in one pass."""
-    fold = Fold(columns, model.batch_size, model.momentum, sketch=model.sketch)
+    weighted = model.weight is not None
+    fold = Fold(columns, model.batch_size, model.momentum, sketch=model.sketch, weighted=weighted)
     trend = Trend(len(columns))
+    read = [*columns, model.weight] if model.weight is not None else columns
     for batch in _chunks(source, chunk_rows(model.batch_size), lambda n: progress(n // groups)):
-        frame = _numeric(batch, columns)
+        frame = _numeric(batch, read)
         try:
             table = table_moments(
                 frame,
@@ -209,6 +212,7 @@ def _fit_group(
                 model.inf,
                 batch.num_rows,
                 sketch=model.sketch,
+                weights=model.weights_of(frame, fold.rows),
             )
         except DataError as e:
             raise _located(source, model.batch_size, e, fold.rows) from None
@@ -246,7 +250,9 @@ def transform(
     if inverse:
         model.check_invertible(maps)
     running = model.running_
-    seen = Population.empty(len(columns))
+    # the input statistics (report) are weighted when the input has the weight column
+    w = model.weight if model.weight in source.schema.names else None
+    seen = Population.empty(len(columns), w is not None)
 
     def run() -> Iterator[pa.RecordBatch]:
         nonlocal seen
@@ -261,6 +267,9 @@ def transform(
                     table = watch.table(frame, rows, model.inf, batch.num_rows)
                     watch.add(table)
                 elif observed is not None or profile is not None or has_inf(frame):
+                    weights = None
+                    if w is not None:
+                        weights = model.weights_of(_numeric(batch, [w]), rows)
                     table = table_moments(
                         frame,
                         columns,
@@ -269,6 +278,7 @@ def transform(
                         inf=model.inf,
                         rows=batch.num_rows,
                         sketch=False,
+                        weights=weights,
                     )
             except DataError as e:
                 raise _located(source, model.batch_size, e, rows) from None
@@ -317,12 +327,15 @@ def normalize(
 
     def run() -> Iterator[pa.RecordBatch]:
         for batch in _chunks(source, chunk_rows(model.batch_size), progress):
-            frame = _numeric(batch, model.columns_)
+            frame = _numeric(batch, model.needed_)
             first = model.rows_
             try:
                 out, table, trace = model.normalize_batches(frame, mode, dtype, batch.num_rows)
             except DataError as e:
                 raise _located(source, model.batch_size, e, first) from None
+            if model.weight is not None:  # the weight column passes through as it was read
+                out = out.drop(model.weight)
+                frame = frame.drop(model.weight)
             if profile is not None:
                 _observe(profile, frame, out, table, trace)
             yield _replace(batch, out, schema)

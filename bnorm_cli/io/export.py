@@ -76,12 +76,14 @@ def sklearn_attributes(model: BatchNorm, columns: Sequence[str]) -> dict[str, An
         m = maps[c]
         if m.scale == 0.0:
             raise StatsFileError(f'column "{c}": gamma is 0; a StandardScaler cannot express it')
-        if model.population_[c].n == 0:
+        if not model.population_[c].weighs:
             raise StatsFileError(f'column "{c}": no valid values were fitted; leave it out with -c')
         scale = 1.0 / m.scale
         means.append((m.center_hi + m.center_lo) - m.beta * scale)
         scales.append(scale)
-    counts = [model.population_[c].n for c in columns]
+    # scikit-learn's n_samples_seen_ is the weight sum of a fit with sample_weight
+    pops = [model.population_[c] for c in columns]
+    counts = [p.n if p.weight is None else p.weight for p in pops]
     return {
         "with_mean": True,
         "with_std": True,

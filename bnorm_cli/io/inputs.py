@@ -219,6 +219,13 @@ def open_inputs(
         )
 
     def numeric(schema: pa.Schema) -> list[str]:
+        chosen = numbers(schema)
+        w = model.weight  # fit reads the weights as numbers too (normalize passes them through)
+        if w is not None and project and w in schema.names and w not in chosen:
+            chosen.append(w)
+        return chosen
+
+    def numbers(schema: pa.Schema) -> list[str]:
         found = polars_schema(schema)
         if only is not None:
             return [c for c in only if c in found]

@@ -59,6 +59,7 @@ _COLUMN = {
         "null_count": _count,
         "mean": _num_or_null,
         "mean_residual": _num_or_null,
+        "weight_sum": {"type": "number", "minimum": 0},
         "var": {"type": ["number", "null"], "minimum": 0},
         "std": {"type": ["number", "null"], "minimum": 0},
         "min": _num_or_null,
@@ -119,6 +120,7 @@ SCHEMA: dict[str, Any] = {
         "inf": {"enum": ["error", "missing"]},
         "input_columns": {"type": "object", "additionalProperties": {"type": "string"}},
         "requires": {"type": "array", "items": {"type": "string"}},
+        "weight": {"type": "string", "minLength": 1},
         "reading": {"type": "object"},
         "segments": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2},
         "columns": {"type": "object", "additionalProperties": _COLUMN},
@@ -140,6 +142,11 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         pop = model.population_[c]
         run = model.running_[c]
         var = pop.var
+        if pop.weight is not None and not math.isfinite(pop.weight):
+            raise DataError(
+                f'column "{c}": its weights sum beyond the float64 range; scale the weight'
+                f" column {model.weight} down"
+            )
         if (var is not None and not math.isfinite(var)) or not math.isfinite(run.var):
             raise DataError(
                 f'column "{c}": its variance exceeds the float64 range (values from {pop.min:.6g}'
@@ -149,8 +156,9 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
             "dtype": model.dtypes_[c],
             "count": pop.n,
             "null_count": pop.missing,
+            **({"weight_sum": pop.weight} if pop.weight is not None else {}),
             "mean": pop.mean,
-            "mean_residual": pop.mean_lo if pop.n else None,
+            "mean_residual": pop.mean_lo if pop.weighs else None,
             "var": var,
             "std": pop.std,
             "min": pop.min if pop.n else None,
@@ -182,6 +190,7 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         "momentum": "cumulative" if model.momentum is None else model.momentum,
         "eps": model.eps,
         "inf": model.inf,
+        **({"weight": model.weight, "requires": [WEIGHTS]} if model.weight is not None else {}),
         "rows": model.rows_,
         "num_batches_tracked": model.num_batches_tracked_,
         **({"segments": segments} if len(segments := model.segments_) > 1 else {}),
@@ -311,6 +320,7 @@ def from_dict(
         eps=doc["eps"],
         columns=list(doc["columns"]),
         inf=doc.get("inf", "error"),
+        weight=doc.get("weight"),
     )
     columns = list(doc["columns"])
     cols = [doc["columns"][c] for c in columns]
@@ -319,12 +329,13 @@ def from_dict(
             Moments(
                 n=col["count"],
                 missing=col["null_count"],
-                mean_hi=col["mean"] if col["count"] else 0.0,
-                mean_lo=(col.get("mean_residual") or 0.0) if col["count"] else 0.0,
-                biased_var=col["var"] if col["count"] else 0.0,  # var, not var * count:
-                # M2 of a column with var 1e308 would overflow
+                mean_hi=col["mean"] if col["mean"] is not None else 0.0,
+                mean_lo=(col.get("mean_residual") or 0.0) if col["mean"] is not None else 0.0,
+                biased_var=col["var"] if col["var"] is not None else 0.0,  # var, not var *
+                # count: M2 of a column with var 1e308 would overflow
                 min=col["min"] if col["count"] else math.nan,
                 max=col["max"] if col["count"] else math.nan,
+                weight=col.get("weight_sum"),
             )
             for col in cols
         ]
@@ -358,6 +369,7 @@ def from_dict(
         summary=summary,
         sketch=False,
         segments=doc.get("segments"),
+        weighted="weight" in doc,
     )
     model.state_ = FitState(
         columns=columns,
@@ -376,7 +388,10 @@ def from_dict(
 #: not listed; a field that changes how the file must be applied (another scaler,
 #: per-key statistics, weights) is listed, and a reader that does not know it
 #: refuses the file rather than apply it as mean/std.
-KNOWN_FEATURES: frozenset[str] = frozenset()
+KNOWN_FEATURES: frozenset[str] = frozenset({"weights"})
+#: The feature of a weighted fit (``"weight"``: the weight column, and each column's
+#: ``weight_sum``): its mean and variance are weighted, its counts are not.
+WEIGHTS = "weights"
 
 
 def _check_requires(doc: Any, source: str) -> None:
@@ -407,10 +422,22 @@ def _check_consistent(doc: dict[str, Any], source: str) -> None:
         raise bad("segments: a segment of whole batches does not start another")
     if doc["num_batches_tracked"] != sum(-(-s // size) for s in segments):
         raise bad(f"num_batches_tracked {doc['num_batches_tracked']} does not fit {rows} rows")
+    weighted = "weight" in doc
+    if weighted != (WEIGHTS in doc.get("requires", [])):
+        raise bad('"weight" and "requires": ["weights"] go together')
     for c, col in doc["columns"].items():
         if col["count"] + col["null_count"] != rows:
             raise bad(f'column "{c}": count + null_count is not rows ({rows})')
+        if weighted != ("weight_sum" in col):
+            raise bad(f'column "{c}": weight_sum is {"missing" if weighted else "unexpected"}')
         stats = [col[k] for k in ("mean", "var", "std", "min", "max")]
+        if weighted and col["count"] and not col["weight_sum"]:
+            # values, but none with weight: a range and no mean or variance
+            if any(v is not None for v in stats[:3]) or None in stats[3:]:
+                raise bad(f'column "{c}": weight_sum is 0 but mean, var or std is given')
+            continue
+        if weighted and not col["count"] and col["weight_sum"]:
+            raise bad(f'column "{c}": weight_sum is not 0 although count is 0')
         if col["count"] == 0:
             if any(v is not None for v in stats):
                 raise bad(f'column "{c}": count is 0 but statistics are given')
