@@ -120,15 +120,20 @@ def test_dask_from_and_to_s3(tmp_path: Path, files: list[Path], client: Any) -> 
         run(["fit", *urls, "-s", remote, "-b", "100", "-q", *dask])
         assert remote.read_text() == local.read_text()
         target = f"s3://{BUCKET}/out"
-        for _ in range(2):  # the second run replaces the first one's parts
-            run(["transform", *urls, "-s", local, "-o", target, "-q", *dask])
+        run(["transform", *urls, "-s", local, "-o", target, "-q", *dask])
+        refused = run(["transform", *urls, "-s", local, "-o", target, "-q", *dask], 1)
+        assert "--overwrite" in refused.stderr
+        # the second run replaces the first one's parts
+        run(["transform", *urls, "-s", local, "-o", target, "-q", "--overwrite", *dask])
     finally:
         dask_engine.SPAN_ROWS = old
     import s3fs
 
     fs = s3fs.S3FileSystem()
     fs.invalidate_cache()
-    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/out"))
+    found = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/out"))
+    assert found[0] == "_SUCCESS"  # the commit marker, written last
+    names = found[1:]
     assert names == [f"part-{i:05d}.parquet" for i in range(len(names))] and len(names) == 5
     assert not [p for p in fs.ls(BUCKET) if ".bnorm-" in p]
     got = pl.concat([pl.read_parquet(fs.open(f"{BUCKET}/out/{n}", "rb").read()) for n in names])

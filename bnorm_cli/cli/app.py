@@ -59,6 +59,7 @@ from .options import (
     NullValues,
     Output,
     OutputFormat,
+    Overwrite,
     Quiet,
     ReportPath,
     Scheduler,
@@ -432,6 +433,7 @@ def transform(
     engine: Engine = EngineOpt.serial,
     scheduler: Scheduler = None,
     workers: Workers = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -473,7 +475,7 @@ def transform(
                 raise UsageError(
                     "--drift gathers its table while streaming; use it with --engine serial"
                 )
-            _check_dataset_output(output, [*inputs, stats], output_format)
+            _check_dataset_output(output, [*inputs, stats], output_format, overwrite)
             _check_paths([*inputs, stats], report=report_path)
         else:
             out_fmt = _output_format(output, output_format)
@@ -512,6 +514,7 @@ def transform(
                     _dtype(dtype),
                     inverse,
                     advance,
+                    overwrite=overwrite,
                 )
             if not quiet or report_path:
                 rep = report.build("transform", source.name, model, rows, warnings=warnings)
@@ -698,6 +701,7 @@ def normalize(
     engine: Engine = EngineOpt.serial,
     scheduler: Scheduler = None,
     workers: Workers = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -712,7 +716,7 @@ def normalize(
         profile = _profile(report_path)
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
         if units is not None:
-            _check_dataset_output(output, inputs, output_format)
+            _check_dataset_output(output, inputs, output_format, overwrite)
             _check_paths(inputs, s=stats, report=report_path)
         else:
             out_fmt = _output_format(output, output_format)
@@ -755,6 +759,7 @@ def normalize(
                             _dtype(dtype),
                             advance,
                             check=check,
+                            overwrite=overwrite,
                         )
                 else:
                     schema, batches = serial.normalize(
@@ -987,30 +992,36 @@ def _dask_units(
     if units is None:
         raise UsageError(
             "--engine dask reads Parquet or Arrow IPC files (their footers say where each"
-            " batch is); this input is text, stdin or hive-partitioned: use --engine serial"
+            " batch is); this input is text or stdin: use --engine serial"
         )
     return units
 
 
-def _check_dataset_output(output: str, inputs: list[str], fmt: str | None) -> None:
-    """--engine dask writes a directory of Parquet parts."""
+def _check_dataset_output(
+    output: str, inputs: list[str], fmt: str | None, overwrite: bool = False
+) -> None:
+    """--engine dask writes a directory of Parquet parts (see `io.dataset`)."""
+    from ..io.dataset import check_target
+
     if output == "-" or (fmt not in (None, "parquet")):
         raise UsageError(
             "--engine dask writes a directory of Parquet parts: give -o DIRECTORY"
             " (not -, no --output-format other than parquet)"
         )
     if is_url(output):
+        check_target(output, overwrite)
         return
     if Path(output).suffix and not Path(output).is_dir():
         raise UsageError(
             f"-o {output}: --engine dask writes a directory of Parquet parts; give a"
-            " directory name without a suffix"
+            " directory name without a suffix (a single file is the serial engine's output)"
         )
     parent = Path(output).parent
     check_writable_target(str(parent / ".bnorm-probe"), "-o")
     for inp in input_paths(inputs):
         if Path(inp).resolve().is_relative_to(Path(output).resolve()):
             raise UsageError(f"-o {output}: holds an input ({inp}); choose another directory")
+    check_target(output, overwrite)
 
 
 def _model(

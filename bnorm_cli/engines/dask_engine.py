@@ -17,11 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,11 +26,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.errors import BnormError, DataError, OutputError
+from ..core.errors import BnormError, DataError
 from ..core.maps import Maps, apply_batch_maps, apply_maps, batch_maps, running_maps
 from ..core.model import BatchNorm, Mode, Use
 from ..core.moments import MomentsTable, table_moments
 from ..io import storage
+from ..io.dataset import output_location, part_name
 from ..io.plan import Unit, batch_spans
 from ..io.storage import is_url
 from ..version import __version__
@@ -158,10 +156,6 @@ def apply_task(
     return result.num_rows
 
 
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
-
-
 # -- the client side ------------------------------------------------------------------------
 def _results(client: Any, futures: list[Any], name: str, batch_size: int) -> Iterator[Any]:
     """Each future's result, in submission order (collected as they finish)."""
@@ -259,6 +253,7 @@ def transform(
     inverse: bool,
     progress: Progress,
     span_rows: int | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Inference mode on the workers: one Parquet part per span in directory ``output``."""
     maps = model.maps(use)
@@ -268,7 +263,7 @@ def transform(
     total = total_rows(units)
     # constant maps: a span need not hold whole batches
     plan = spans(units, 1, span_rows, len(schema))
-    with output_location(output) as tmp:
+    with output_location(output, overwrite) as tmp:
         futures = [
             client.submit(
                 apply_task,
@@ -306,6 +301,7 @@ def normalize(
     progress: Progress,
     span_rows: int | None = None,
     check: Callable[[], None] | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Training mode in two passes over the files: moments on the workers, the fold
     on the client (each batch's map), then each span mapped on a worker.
@@ -327,7 +323,7 @@ def normalize(
         jobs.append((span, maps, table.rows))
     if check is not None:
         check()
-    with output_location(output) as tmp:
+    with output_location(output, overwrite) as tmp:
         futures = [
             client.submit(
                 apply_task,
@@ -349,43 +345,6 @@ def normalize(
             written_rows += written
             progress(written)
     return written_rows
-
-
-def output_location(target: str) -> contextlib.AbstractContextManager[str]:
-    """Where the parts go until they are all written (a directory, or a URL prefix)."""
-    return storage.dataset_prefix(target) if is_url(target) else dataset_directory(target)
-
-
-@contextlib.contextmanager
-def dataset_directory(target: str) -> Iterator[str]:
-    """A temporary directory beside ``target``, renamed onto it when every part is
-    written (an existing bnorm dataset there is replaced; a failed run leaves none)."""
-    path = Path(target)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.exists() and not _is_dataset(path):
-        raise OutputError(
-            f"{path}: exists and is not a bnorm dataset directory; choose another output path"
-        )
-    tmp = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-", dir=parent)
-    try:
-        yield tmp
-        if path.exists():
-            old = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-old-", dir=parent)
-            os.replace(path, os.path.join(old, "d"))
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _is_dataset(path: Path) -> bool:
-    """A directory holding only bnorm parts (so replacing it loses nothing else)."""
-    if not path.is_dir():
-        return False
-    return all(p.name.startswith("part-") and p.suffix == ".parquet" for p in path.iterdir())
 
 
 @contextlib.contextmanager
