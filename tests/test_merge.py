@@ -204,13 +204,72 @@ def test_cli_fit_update_errors(tmp_path: Path, files: tuple[Path, Path, Path]) -
     run(["fit", a, "-s", stats, "-q"])
     before = stats.read_text()
     given = run(["fit", b, "-s", stats, "--update", "-b", "10", "--eps", "1"], 2)
-    assert "drop --batch-size, --eps" in given.stderr
+    assert "--batch-size: differs from the fit saved in" in given.stderr
+    assert "batch size 65536" in given.stderr
+    for flag, value, field in (
+        ("--momentum", "0.2", "momentum 0.1"),
+        ("--eps", "1e-3", "eps 1e-05"),
+        ("-c", "k", "columns ['x', 'k']"),
+        ("-x", "k", "exclude ['x', 'k']"),
+        ("--gamma", "2", "gamma {'x': 1.0, 'k': 1.0}"),
+    ):
+        differs = run(["fit", b, "--update", stats, "-s", tmp_path / "o.json", flag, value], 2)
+        assert "differs from the fit saved in" in differs.stderr
+        assert field in differs.stderr, differs.stderr
+    # the options OLD already holds may be repeated
+    run(
+        [
+            "fit",
+            b,
+            "-s",
+            tmp_path / "same.json",
+            "--update",
+            stats,
+            "-b",
+            "65536",
+            "-c",
+            "x,k",
+            "--momentum",
+            "0.1",
+            "-q",
+        ]
+    )
     other = tmp_path / "other.parquet"
     pl.DataFrame({"y": [1.0, 2.0]}).write_parquet(other)
     gone = run(["fit", other, "-s", stats, "--update"], 1)
     assert 'column "x" was fitted but is missing' in gone.stderr
     assert stats.read_text() == before  # a failed update leaves the file as it was
     assert math.isfinite(json.loads(before)["columns"]["x"]["mean"])
+
+
+def test_cli_fit_update_old_into_new(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:
+    """``fit NEW --update OLD.json -s OUT.json``: OLD is kept, OUT is what updating OLD
+    in place gives; ``-s`` may name OLD itself (written atomically)."""
+    a, b, w = files
+    old, new, inplace, whole = (tmp_path / f"{n}.json" for n in ("old", "new", "in", "w"))
+    run(["fit", a, "-s", old, "-b", "1024", "-q"])
+    before = old.read_text()
+    run(["fit", b, "--update", old, "-s", new, "-q"])
+    assert old.read_text() == before  # OLD is an input here
+    inplace.write_text(before)
+    run(["fit", b, "--update", inplace, "-s", inplace, "-q"])
+    assert inplace.read_text() == new.read_text()
+    flag = tmp_path / "flag.json"
+    flag.write_text(before)
+    run(["fit", b, "-s", flag, "--update", "-q"])  # the flag form: STATS is OLD
+    assert flag.read_text() == new.read_text()
+    # a's 8,192 rows are whole 1,024-row batches: the update is the fit of a + b
+    run(["fit", w, "-s", whole, "-b", "1024", "-q"])
+    got, want = json.loads(new.read_text()), json.loads(whole.read_text())
+    assert got["rows"] == want["rows"] and got["num_batches_tracked"] == want["num_batches_tracked"]
+    for c in ("x", "k"):
+        assert got["columns"][c]["sketch"] == want["columns"][c]["sketch"]  # carried along
+        for key in ("running_mean", "running_var"):
+            assert got["columns"][c][key] == want["columns"][c][key]
+        for key in ("mean", "var"):
+            assert got["columns"][c][key] == pytest.approx(want["columns"][c][key], rel=1e-13)
+    missing = run(["fit", b, "--update", tmp_path / "nope.json", "-s", new], 1)
+    assert "nope.json" in missing.stderr
 
 
 def test_partial_fit_batches_save_and_load(tmp_path: Path) -> None:

@@ -265,19 +265,61 @@ def _given(ctx: typer.Context) -> list[str]:
     ]
 
 
-@app.command()
+class _FitCommand(typer.core.TyperCommand):
+    """``--update`` takes a value only when a ``.json`` path follows it: ``fit NEW
+    --update OLD.json -s OUT.json``, and ``fit NEW -s STATS --update`` as before."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            out.append(arg)
+            following = args[i + 1] if i + 1 < len(args) else ""
+            if arg == "--update" and not following.lower().endswith(".json"):
+                out.append("")  # the flag form: continue STATS itself
+        return super().parse_args(ctx, out)
+
+
+def _same_options(given: list[str], fresh: BatchNorm, saved: BatchNorm, old: str) -> None:
+    """fit --update: an option given must say what ``old`` already holds."""
+    from ..core.model import resolve_per_column
+
+    columns = saved.columns_
+    for name, flag in _FIT_OPTIONS.items():
+        if flag not in given:
+            continue
+        if name == "columns":  # the names given, less those excluded
+            named = [c for c in fresh.columns or [] if c not in fresh.exclude]
+            mine: object = columns if sorted(named) == sorted(columns) else named
+            theirs: object = columns
+        elif name == "exclude":  # none of them was fitted
+            mine, theirs = [c for c in columns if c not in fresh.exclude], columns
+        elif name in ("gamma", "beta"):
+            mine = resolve_per_column(getattr(fresh, name), columns, name, float(name == "gamma"))
+            theirs = getattr(saved, f"{name}_")
+        else:
+            mine, theirs = getattr(fresh, name), getattr(saved, name)
+        if mine != theirs:
+            raise UsageError(
+                f"{flag}: differs from the fit saved in {old} ({name.replace('_', ' ')}"
+                f" {theirs}); --update continues it with its own options: drop {flag}"
+            )
+
+
+@app.command(cls=_FitCommand)
 def fit(
     ctx: typer.Context,
     inputs: Inputs,
     stats: StatsOut,
     update: Annotated[
-        bool,
+        str | None,
         typer.Option(
             "--update",
-            help="Add the input to the fit saved in STATS (its batches follow the saved ones)"
-            " and rewrite STATS; the options come from STATS.",
+            help="Continue the fit saved in OLD.json (default: STATS) with the input (its"
+            " batches follow the saved ones) and write it to STATS (may be OLD.json itself);"
+            " the options come from OLD.json.",
+            metavar="[OLD.json]",
         ),
-    ] = False,
+    ] = None,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     momentum: MomentumOpt = "0.1",
     eps: Eps = 1e-5,
@@ -320,14 +362,11 @@ def fit(
     --no-sketch) each column's distribution summary for `bnorm drift`.
     """
     with handled(debug, "bnorm fit"):
-        if update:
-            given = _given(ctx)
-            if given:
-                raise UsageError(
-                    f"{given[0]}: --update continues the fit saved in {stats} with its own"
-                    f" options; drop {', '.join(given)}"
-                )
-            model = stats_file.load(stats)
+        if update is not None:
+            old = update or stats
+            model = stats_file.load(old)
+            fresh = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
+            _same_options(_given(ctx), fresh, model, old)
         else:
             model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
         if report_path:
@@ -337,7 +376,8 @@ def fit(
         if as_json:
             streams.stdout()  # closed (>&-): say so before the pass
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
-        source = open_inputs(inputs, input_format, model, update, encoding, True, text=text)
+        resume = update is not None
+        source = open_inputs(inputs, input_format, model, resume, encoding, True, text=text)
 
         def reopen(columns: list[str]) -> Source:
             return open_inputs(
@@ -353,12 +393,12 @@ def fit(
         with _progress("fit", source.total_rows, quiet) as advance:
             if units is None:
                 serial.fit(
-                    model, source, advance, profile, reopen if columnar else None, resume=update
+                    model, source, advance, profile, reopen if columnar else None, resume=resume
                 )
             else:
                 from ..engines import dask_engine
 
-                serial.start(model, source, resume=update)
+                serial.start(model, source, resume=resume)
                 with dask_engine.connect(scheduler, workers) as client:
                     dask_engine.fit(model, units, client, source.name, advance)
         warnings = _warnings(model, strict, source.warnings, fitting=True)
