@@ -66,6 +66,9 @@ _COLUMN = {
         "running_mean": _num,
         "running_var": {"type": "number", "minimum": 0},
         "running_updates": _count,
+        # running_var's additive parts (design.md §5), for merges that never subtract
+        "running_var_from_zero": {"type": "number", "minimum": 0},
+        "running_start_weight": {"type": "number", "minimum": 0, "maximum": 1},
         "gamma": _num,
         "beta": _num,
         "sketch": {
@@ -161,6 +164,9 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
             "gamma": model.gamma_[c],
             "beta": model.beta_[c],
         }
+        if model.momentum is not None and run.start_weight is not None:  # an EMA's parts
+            columns[c]["running_var_from_zero"] = run.var_from_zero
+            columns[c]["running_start_weight"] = run.start_weight
     summary = model.summary_
     if summary is not None:
         for j, c in enumerate(model.columns_):
@@ -331,7 +337,13 @@ def from_dict(
     )
     running = RunningState.of(
         [
-            Running(col["running_mean"], col["running_var"], col.get("running_updates", 0))
+            Running(
+                col["running_mean"],
+                col["running_var"],
+                col.get("running_updates", 0),
+                col.get("running_var_from_zero"),  # absent from files before they were kept
+                col.get("running_start_weight"),
+            )
             for col in cols
         ]
     )
