@@ -41,7 +41,7 @@ def scheduler() -> Iterator[str]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # None still binds :8787
     )
     try:
         yield cluster.scheduler_address
@@ -313,22 +313,190 @@ def test_hive_partitioned_directory(tmp_path: Path, engine: list[str]) -> None:
     assert_frame_equal(got, read_output(expected))
 
 
-def test_unreachable_scheduler(tmp_path: Path) -> None:
+def test_unreachable_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line within the connect timeout, from --scheduler or DASK_SCHEDULER_ADDRESS."""
+    import time
+
+    monkeypatch.setattr(dask_engine, "CONNECT_TIMEOUT", "2s")
     pq.write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "a.parquet")
-    failed = run(
+    fit = ["fit", tmp_path / "a.parquet", "-s", tmp_path / "s.json", "--engine", "dask"]
+    dead = f"tcp://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    failed = run([*fit, "--scheduler", dead], 1)
+    assert time.monotonic() - started < 10
+    assert "cannot reach the Dask scheduler" in failed.stderr and dead in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dead)
+    from_env = run(fit, 1)
+    assert f"DASK_SCHEDULER_ADDRESS={dead}: cannot reach" in from_env.stderr
+    assert not (tmp_path / "s.json").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_against_dask_scheduler_and_worker_processes(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame]
+) -> None:
+    """`dask scheduler` and `dask worker` started as processes on 127.0.0.1; the bnorm
+    command (a process too) reaches them by --scheduler and by DASK_SCHEDULER_ADDRESS."""
+    import os
+    import time
+
+    from distributed import Client
+
+    paths, _ = dataset
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [
+        subprocess.Popen(
+            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            cwd=scratch,
+            **quiet,  # type: ignore[call-overload]
+        )
+    ]
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask_cli,
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--local-directory",
+                    str(scratch),
+                ],
+                cwd=scratch,
+                **quiet,  # type: ignore[call-overload]
+            )
+        )
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler takes a moment to listen
+            try:
+                with Client(address, timeout="5s") as client:
+                    client.wait_for_workers(1, timeout=60)
+                break
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        bnorm = [sys.executable, "-m", "bnorm_cli"]
+        serial, stats = tmp_path / "serial.json", tmp_path / "stats.json"
+        run(["fit", *paths, "-s", serial, "-b", "100", "-q"])
+        done = subprocess.run(
+            [
+                *bnorm,
+                "fit",
+                *map(str, paths),
+                "-s",
+                str(stats),
+                "-b",
+                "100",
+                "-q",
+                "--engine",
+                "dask",
+                "--scheduler",
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert stats.read_text() == serial.read_text()
+        out = tmp_path / "out"
+        env = {**os.environ, "DASK_SCHEDULER_ADDRESS": address}
+        done = subprocess.run(
+            [
+                *bnorm,
+                "transform",
+                *map(str, paths),
+                "-s",
+                str(stats),
+                "-o",
+                str(out),
+                "-q",
+                "--engine",
+                "dask",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        expected = serial_reference(tmp_path, paths, "transform", "-s", stats)
+        assert_frame_equal(read_output(out), read_output(expected))
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_ctrl_c_removes_the_temporary_parts(tmp_path: Path, scheduler: str) -> None:
+    """SIGINT to bnorm while the workers write: no output, no temporary directory."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(4)
+    rows = 3_000_000
+    path = tmp_path / "big.parquet"
+    pq.write_table(
+        pa.table({f"c{i}": rng.normal(0, 1, rows) for i in range(3)}), path, row_group_size=100_000
+    )
+    stats = tmp_path / "s.json"  # statistics of the same columns, from a few rows
+    small = tmp_path / "small.parquet"
+    pq.write_table(pq.read_table(path).slice(0, 1000), small)
+    run(["fit", small, "-s", stats, "-q"])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
         [
-            "fit",
-            tmp_path / "a.parquet",
+            sys.executable,
+            "-m",
+            "bnorm_cli",
+            "transform",
+            str(path),
             "-s",
-            tmp_path / "s.json",
+            str(stats),
+            "-o",
+            str(out),
+            "-q",
             "--engine",
             "dask",
             "--scheduler",
-            "tcp://127.0.0.1:9",
+            scheduler,
         ],
-        1,
+        stderr=subprocess.PIPE,
     )
-    assert "cannot reach the Dask scheduler" in failed.stderr
+    deadline = time.monotonic() + 60
+    while not [p for p in tmp_path.iterdir() if ".bnorm-" in p.name]:
+        assert proc.poll() is None, "the run ended before its parts were under way"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    time.sleep(1)  # a task still running on a worker cannot write into a removed directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.parquet", "s.json", "small.parquet"]
 
 
 def test_the_serial_engine_never_imports_dask(tmp_path: Path) -> None:
@@ -412,3 +580,34 @@ def test_a_worker_dying_during_the_run_changes_nothing(
     assert killed
     serial = BatchNorm(batch_size=50, columns=["x", "k", "j"]).fit(whole)
     assert model.population_ == serial.population_ and model.running_ == serial.running_
+
+
+def test_a_local_cluster_leaves_no_scratch_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--workers N starts a cluster whose spill space is a temporary directory, removed."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    pq.write_table(pa.table({"x": np.arange(300.0)}), tmp_path / "a.parquet")
+    serial, stats = tmp_path / "serial.json", tmp_path / "s.json"
+    run(["fit", tmp_path / "a.parquet", "-s", serial, "-b", "7", "-q"])
+    run(
+        [
+            "fit",
+            tmp_path / "a.parquet",
+            "-s",
+            stats,
+            "-b",
+            "7",
+            "-q",
+            "--engine",
+            "dask",
+            "--workers",
+            "1",
+        ]
+    )
+    assert stats.read_text() == serial.read_text()
+    assert list(scratch.iterdir()) == []

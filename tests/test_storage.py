@@ -65,7 +65,7 @@ def client(s3: str) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     # in-process workers (inproc://, no sockets) share this process's S3 settings
-    cluster = LocalCluster(n_workers=2, processes=False, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, processes=False, dashboard_address="127.0.0.1:0")
     try:
         with Client(cluster) as c:
             yield c

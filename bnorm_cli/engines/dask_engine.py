@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,7 @@ from ..core.maps import Maps, apply_batch_maps, apply_maps, batch_maps, running_
 from ..core.model import BatchNorm, Mode, Use
 from ..core.moments import MomentsTable, table_moments
 from ..io import storage
+from ..io.atomic import pending
 from ..io.dataset import output_location, part_name
 from ..io.plan import Unit, batch_spans
 from ..io.storage import is_url
@@ -42,6 +45,10 @@ Progress = Callable[[int], None]
 SPAN_ROWS = 1 << 20
 #: ... and at most about this many bytes of columns per task.
 SPAN_BYTES = 256 << 20
+#: The local cluster's HTTP server (dashboard_address=None still binds :8787).
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
+#: How long to try reaching a --scheduler before giving up with one line.
+CONNECT_TIMEOUT = "10s"
 
 
 @dataclass(frozen=True)
@@ -351,33 +358,46 @@ def normalize(
 def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     """A client of the cluster at ``scheduler``, or of a local one started (on
     127.0.0.1, ``workers`` single-threaded processes) and stopped here."""
+    import dask
     from distributed import Client, LocalCluster
 
+    named = f"--scheduler {scheduler}"
+    if scheduler is None and workers is None:  # dask's own variable names a cluster
+        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+        named = f"DASK_SCHEDULER_ADDRESS={scheduler}"
     if scheduler:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as e:
             raise BnormError(
-                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e}); check the"
-                " address, or leave --scheduler out to start a local cluster"
+                f"{named}: cannot reach the Dask scheduler within {CONNECT_TIMEOUT} ({e});"
+                " check the address and that the scheduler runs, or leave it out to start a"
+                " local cluster"
             ) from None
         with client:
             check_versions(client)
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=workers or min(4, os.cpu_count() or 1),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,  # a failed task is reported once, by the client
-        ) as local,
-        Client(local) as client,
-    ):
-        check_versions(client)
-        yield client
+    scratch = tempfile.mkdtemp(prefix="bnorm-dask-")  # the workers' spill space, removed
+    try:
+        with (
+            pending(scratch),
+            dask.config.set({"temporary-directory": scratch}),  # the scheduler's too
+            LocalCluster(
+                n_workers=workers or min(4, os.cpu_count() or 1),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=LOOPBACK_ANY_PORT,
+                local_directory=scratch,
+                silence_logs=logging.CRITICAL,  # a failed task is reported once, by the client
+            ) as local,
+            Client(local) as client,
+        ):
+            check_versions(client)
+            yield client
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def versions() -> dict[str, str]:

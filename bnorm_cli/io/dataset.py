@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..core.errors import DataError, OutputError
 from . import storage
+from .atomic import pending
 from .storage import is_url
 
 SUCCESS = "_SUCCESS"
@@ -84,15 +85,16 @@ def _directory(target: str) -> Iterator[str]:
     parent = path.parent if str(path.parent) else Path(".")
     tmp = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-", dir=parent)
     try:
-        yield tmp
-        Path(tmp, SUCCESS).write_bytes(b"")
-        if path.exists():
-            old = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-old-", dir=parent)
-            os.replace(path, os.path.join(old, "d"))
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with pending(tmp):  # Ctrl-C removes it too (until it is renamed into place)
+            yield tmp
+            Path(tmp, SUCCESS).write_bytes(b"")
+            if path.exists():
+                old = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-old-", dir=parent)
+                os.replace(path, os.path.join(old, "d"))
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -105,7 +107,8 @@ def _prefix(target: str) -> Iterator[str]:
     protocol = target.split("://", 1)[0]
     tmp = f"{path}.bnorm-{uuid.uuid4().hex[:12]}"
     try:
-        yield f"{protocol}://{tmp}"
+        with pending(f"{protocol}://{tmp}"):  # Ctrl-C removes it too
+            yield f"{protocol}://{tmp}"
         if fs.exists(f"{path}/{SUCCESS}"):
             fs.rm(f"{path}/{SUCCESS}")  # uncommitted first, then changed
         if fs.exists(path):
