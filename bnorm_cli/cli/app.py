@@ -25,7 +25,7 @@ from ..io.atomic import check_run_paths, check_writable_target, staged, write_te
 from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
-from ..io.storage import is_url
+from ..io.storage import is_url, redact
 from ..report import drift as drift_report
 from ..report import summary as report
 from ..report.profile import Profile
@@ -238,6 +238,13 @@ def _output_format(output: str, fmt: str | None) -> str:
 def _check_paths(inputs: list[str], **outputs: str | None) -> None:
     """Before any work: no output may be an input or another output (one place for all)."""
     named = {"-" + k if len(k) == 1 else "--" + k.replace("_", "-"): v for k, v in outputs.items()}
+    for flag, value in named.items():
+        if value and is_url(value):  # only --engine dask's dataset goes to object storage
+            raise UsageError(
+                f"{flag} {redact(value)}: bnorm writes this to a local path (a URL is read,"
+                " but written only as --engine dask's -o dataset); write it locally, then"
+                " copy it with your store's tool"
+            )
     check_run_paths(input_paths(inputs), named)
 
 

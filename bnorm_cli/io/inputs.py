@@ -73,10 +73,13 @@ def expand_inputs(patterns: Sequence[str], fmt: str | None) -> list[InputFile]:
     files: list[InputFile] = []
     for pattern in patterns:
         if is_url(pattern):
-            urls = storage.glob(pattern) if _GLOB.search(pattern) else [pattern]
+            urls = storage.glob(pattern) if storage.has_glob(pattern) else [pattern]
             if not urls:
                 raise DataError(f"{pattern}: no object matches this pattern; check it")
-            files += [InputFile(u, infer_format(u, fmt, "--input-format")) for u in urls]
+            # the name says the format; a query string (a presigned URL's) does not count
+            files += [
+                InputFile(u, infer_format(u.split("?", 1)[0], fmt, "--input-format")) for u in urls
+            ]
         elif pattern != "-" and os.path.isdir(pattern):
             files += _directory(pattern, fmt)
         elif _GLOB.search(pattern) and not os.path.lexists(pattern):

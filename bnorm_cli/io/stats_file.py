@@ -26,6 +26,7 @@ from ..core.model import BatchNorm, FitState
 from ..core.moments import Moments
 from ..core.sketch import Histogram, Summary, from_runs, to_runs
 from ..version import __version__
+from . import storage
 from .atomic import write_text
 
 M = TypeVar("M", bound=BatchNorm)
@@ -251,10 +252,14 @@ def load(path: str | os.PathLike[str]) -> BatchNorm: ...
 @overload
 def load(path: str | os.PathLike[str], cls: type[M]) -> M: ...
 def load(path: str | os.PathLike[str], cls: type[BatchNorm] = BatchNorm) -> BatchNorm:
-    """Read and validate a statistics file."""
+    """Read and validate a statistics file (a local path, or a URL: `storage`)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        if storage.is_url(str(path)):
+            with storage.open_binary(str(path)) as f:
+                text = f.read().decode("utf-8")
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
     except FileNotFoundError:
         raise StatsFileError(f"{path}: statistics file not found; run `bnorm fit` first") from None
     except UnicodeDecodeError:

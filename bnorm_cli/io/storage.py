@@ -17,7 +17,7 @@ from ..core.errors import DataError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: ``scheme://user:password@`` and a query string (presigned URLs' signatures, SAS tokens)
-_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*[^\s'\":,;)]")
 _SECRET = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@|\?.*$")
 #: The fsspec package and bnorm extra each URL scheme needs.
 PACKAGES = {
@@ -79,6 +79,13 @@ def open_binary(url: str) -> BinaryIO:
         raise DataError(
             f"{redact(url)}: cannot open ({redact(str(e))}); check the URL and credentials"
         ) from None
+
+
+def has_glob(url: str) -> bool:
+    """``*``, ``?`` or ``[`` in ``url``'s path (an http(s) URL's ``?`` starts its query)."""
+    if url.split("://", 1)[0].lower() in ("http", "https"):
+        return False  # an HTTP server has no listing to expand a pattern with
+    return bool(re.search(r"[*?[]", url))
 
 
 def glob(pattern: str) -> list[str]:
