@@ -361,5 +361,6 @@ Overwrite = Annotated[
         "--overwrite",
         help="With --engine dask: replace an existing -o dataset directory (when the run"
         " ends; only one holding bnorm parts).",
+        metavar="",
     ),
 ]
