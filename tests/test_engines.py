@@ -41,7 +41,7 @@ def scheduler() -> Iterator[str]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # None still binds :8787
     )
     try:
         yield cluster.scheduler_address
@@ -249,39 +249,285 @@ def test_dask_refuses_what_it_cannot_plan(tmp_path: Path, scheduler: str) -> Non
     assert "--workers needs --engine dask" in alone.stderr
 
 
-def test_output_directory_is_replaced_only_if_it_is_a_dataset(
-    tmp_path: Path, scheduler: str
-) -> None:
+def test_output_dataset_is_published_whole(tmp_path: Path, scheduler: str) -> None:
+    """Parts and _SUCCESS appear together; a non-empty target needs --overwrite, and
+    even then only a bnorm dataset is replaced."""
     pq.write_table(pa.table({"x": [1.0, 2.0, 4.0]}), tmp_path / "a.parquet")
     stats = tmp_path / "s.json"
     run(["fit", tmp_path / "a.parquet", "-s", stats, "-q"])
     dask = ["--engine", "dask", "--scheduler", scheduler, "-q"]
     out = tmp_path / "out"
-    for _ in range(2):  # a second run replaces the first one's parts
-        run(["transform", tmp_path / "a.parquet", "-s", stats, "-o", out, *dask])
-        assert [p.name for p in out.iterdir()] == ["part-00000.parquet"]
+    transform = ["transform", tmp_path / "a.parquet", "-s", stats, "-o", out, *dask]
+    run(transform)
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000.parquet"]
+    first = (out / "part-00000.parquet").stat().st_mtime_ns
+    refused = run(transform, 1)
+    assert "--overwrite" in refused.stderr and "not empty" in refused.stderr
+    assert (out / "part-00000.parquet").stat().st_mtime_ns == first  # untouched
+    run([*transform, "--overwrite"])  # a second run replaces the first one's parts
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000.parquet"]
     (out / "notes.txt").write_text("mine")
-    refused = run(["transform", tmp_path / "a.parquet", "-s", stats, "-o", out, *dask], 1)
-    assert "not a bnorm dataset directory" in refused.stderr
+    kept = run([*transform, "--overwrite"], 1)
+    assert "notes.txt" in kept.stderr and "not part of a bnorm dataset" in kept.stderr
     assert (out / "notes.txt").read_text() == "mine"
+    # bnorm refuses to read one of its datasets without the marker (still being written)
+    (out / "notes.txt").unlink()
+    (out / "_SUCCESS").unlink()
+    partial = run(["fit", out, "-s", tmp_path / "t.json"], 1)
+    assert "_SUCCESS" in partial.stderr
+    assert [p.name for p in tmp_path.iterdir() if ".bnorm-" in p.name] == []
 
 
-def test_unreachable_scheduler(tmp_path: Path) -> None:
-    pq.write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "a.parquet")
-    failed = run(
+def test_dataset_reads_back_in_row_order(
+    tmp_path: Path,
+    dataset: tuple[list[Path], pl.DataFrame],
+    scheduler: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """polars, pyarrow.dataset and DuckDB (if installed) read the parts in row order."""
+    import pyarrow.dataset as pads
+
+    monkeypatch.setattr(dask_engine, "SPAN_ROWS", 1500)
+    paths, whole = dataset
+    stats = tmp_path / "s.json"
+    run(["fit", *paths, "-s", stats, "-b", "100", "-q"])
+    out = tmp_path / "out"
+    run(
         [
-            "fit",
-            tmp_path / "a.parquet",
+            "transform",
+            *paths,
             "-s",
-            tmp_path / "s.json",
+            stats,
+            "-o",
+            out,
+            "-q",
             "--engine",
             "dask",
             "--scheduler",
-            "tcp://127.0.0.1:9",
-        ],
-        1,
+            scheduler,
+        ]
     )
-    assert "cannot reach the Dask scheduler" in failed.stderr
+    assert len(list(out.glob("part-*.parquet"))) > 1
+    expected = whole["t"].to_list()
+    assert pl.read_parquet(out / "*.parquet")["t"].to_list() == expected
+    assert pl.scan_parquet(out).collect()["t"].to_list() == expected
+    assert pads.dataset(out, format="parquet").to_table()["t"].to_pylist() == expected
+    assert pq.read_table(out)["t"].to_pylist() == expected
+    try:
+        import duckdb
+    except ImportError:  # an optional reader (bnorm[bench]); the others are checked
+        return
+    got = duckdb.sql(f"SELECT t FROM read_parquet('{out}/*.parquet')").fetchall()
+    assert [r[0] for r in got] == expected
+
+
+def test_hive_partitioned_directory(tmp_path: Path, engine: list[str]) -> None:
+    """Partition folders' values are text columns, the same with both engines."""
+    rng = np.random.default_rng(8)
+    root = tmp_path / "ds"
+    for i, folder in enumerate(
+        ["y=2023/c=Oslo", "y=2023/c=S%C3%A3o", "y=__HIVE_DEFAULT_PARTITION__/c=x"]
+    ):
+        (root / folder).mkdir(parents=True)
+        frame = pa.table({"x": rng.normal(1e9, 1e-3, 900 + i), "c": ["own"] * (900 + i)})
+        pq.write_table(frame, root / folder / "part-0.parquet", row_group_size=250)
+    serial, stats = tmp_path / "serial.json", tmp_path / "stats.json"
+    run(["fit", root, "-s", serial, "-b", "64", "-q"])
+    run(["fit", root, "-s", stats, "-b", "64", "-q", *engine])
+    assert stats.read_text() == serial.read_text()
+    expected = serial_reference(tmp_path, [root], "normalize", "--mode", "running", "-b", "64")
+    out = tmp_path / ("out" if engine else "out.parquet")
+    run(["normalize", root, "-o", out, "--mode", "running", "-b", "64", "-q", *engine])
+    got = read_output(out)
+    assert got.columns == ["x", "c", "y"] and got["c"].unique().to_list() == ["own"]
+    assert got["y"].to_list() == ["2023"] * 1801 + [None] * 902
+    assert_frame_equal(got, read_output(expected))
+
+
+def test_unreachable_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line within the connect timeout, from --scheduler or DASK_SCHEDULER_ADDRESS."""
+    import time
+
+    monkeypatch.setattr(dask_engine, "CONNECT_TIMEOUT", "2s")
+    pq.write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "a.parquet")
+    fit = ["fit", tmp_path / "a.parquet", "-s", tmp_path / "s.json", "--engine", "dask"]
+    dead = f"tcp://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    failed = run([*fit, "--scheduler", dead], 1)
+    assert time.monotonic() - started < 10
+    assert "cannot reach the Dask scheduler" in failed.stderr and dead in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dead)
+    from_env = run(fit, 1)
+    assert f"DASK_SCHEDULER_ADDRESS={dead}: cannot reach" in from_env.stderr
+    assert not (tmp_path / "s.json").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_against_dask_scheduler_and_worker_processes(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame]
+) -> None:
+    """`dask scheduler` and `dask worker` started as processes on 127.0.0.1; the bnorm
+    command (a process too) reaches them by --scheduler and by DASK_SCHEDULER_ADDRESS."""
+    import os
+    import time
+
+    from distributed import Client
+
+    paths, _ = dataset
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [
+        subprocess.Popen(
+            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            cwd=scratch,
+            **quiet,  # type: ignore[call-overload]
+        )
+    ]
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask_cli,
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--local-directory",
+                    str(scratch),
+                ],
+                cwd=scratch,
+                **quiet,  # type: ignore[call-overload]
+            )
+        )
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler takes a moment to listen
+            try:
+                with Client(address, timeout="5s") as client:
+                    client.wait_for_workers(1, timeout=60)
+                break
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        bnorm = [sys.executable, "-m", "bnorm_cli"]
+        serial, stats = tmp_path / "serial.json", tmp_path / "stats.json"
+        run(["fit", *paths, "-s", serial, "-b", "100", "-q"])
+        done = subprocess.run(
+            [
+                *bnorm,
+                "fit",
+                *map(str, paths),
+                "-s",
+                str(stats),
+                "-b",
+                "100",
+                "-q",
+                "--engine",
+                "dask",
+                "--scheduler",
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert stats.read_text() == serial.read_text()
+        out = tmp_path / "out"
+        env = {**os.environ, "DASK_SCHEDULER_ADDRESS": address}
+        done = subprocess.run(
+            [
+                *bnorm,
+                "transform",
+                *map(str, paths),
+                "-s",
+                str(stats),
+                "-o",
+                str(out),
+                "-q",
+                "--engine",
+                "dask",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        expected = serial_reference(tmp_path, paths, "transform", "-s", stats)
+        assert_frame_equal(read_output(out), read_output(expected))
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_ctrl_c_removes_the_temporary_parts(tmp_path: Path, scheduler: str) -> None:
+    """SIGINT to bnorm while the workers write: no output, no temporary directory."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(4)
+    rows = 3_000_000
+    path = tmp_path / "big.parquet"
+    pq.write_table(
+        pa.table({f"c{i}": rng.normal(0, 1, rows) for i in range(3)}), path, row_group_size=100_000
+    )
+    stats = tmp_path / "s.json"  # statistics of the same columns, from a few rows
+    small = tmp_path / "small.parquet"
+    pq.write_table(pq.read_table(path).slice(0, 1000), small)
+    run(["fit", small, "-s", stats, "-q"])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bnorm_cli",
+            "transform",
+            str(path),
+            "-s",
+            str(stats),
+            "-o",
+            str(out),
+            "-q",
+            "--engine",
+            "dask",
+            "--scheduler",
+            scheduler,
+        ],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not [p for p in tmp_path.iterdir() if ".bnorm-" in p.name]:
+        assert proc.poll() is None, "the run ended before its parts were under way"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    time.sleep(1)  # a task still running on a worker cannot write into a removed directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.parquet", "s.json", "small.parquet"]
 
 
 def test_the_serial_engine_never_imports_dask(tmp_path: Path) -> None:
@@ -365,3 +611,34 @@ def test_a_worker_dying_during_the_run_changes_nothing(
     assert killed
     serial = BatchNorm(batch_size=50, columns=["x", "k", "j"]).fit(whole)
     assert model.population_ == serial.population_ and model.running_ == serial.running_
+
+
+def test_a_local_cluster_leaves_no_scratch_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--workers N starts a cluster whose spill space is a temporary directory, removed."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    pq.write_table(pa.table({"x": np.arange(300.0)}), tmp_path / "a.parquet")
+    serial, stats = tmp_path / "serial.json", tmp_path / "s.json"
+    run(["fit", tmp_path / "a.parquet", "-s", serial, "-b", "7", "-q"])
+    run(
+        [
+            "fit",
+            tmp_path / "a.parquet",
+            "-s",
+            stats,
+            "-b",
+            "7",
+            "-q",
+            "--engine",
+            "dask",
+            "--workers",
+            "1",
+        ]
+    )
+    assert stats.read_text() == serial.read_text()
+    assert list(scratch.iterdir()) == []

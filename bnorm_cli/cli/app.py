@@ -25,7 +25,7 @@ from ..io.atomic import check_run_paths, check_writable_target, staged, write_te
 from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
-from ..io.storage import is_url
+from ..io.storage import is_url, redact
 from ..report import drift as drift_report
 from ..report import summary as report
 from ..report.profile import Profile
@@ -59,6 +59,7 @@ from .options import (
     NullValues,
     Output,
     OutputFormat,
+    Overwrite,
     Quiet,
     ReportPath,
     Scheduler,
@@ -238,6 +239,13 @@ def _output_format(output: str, fmt: str | None) -> str:
 def _check_paths(inputs: list[str], **outputs: str | None) -> None:
     """Before any work: no output may be an input or another output (one place for all)."""
     named = {"-" + k if len(k) == 1 else "--" + k.replace("_", "-"): v for k, v in outputs.items()}
+    for flag, value in named.items():
+        if value and is_url(value):  # only --engine dask's dataset goes to object storage
+            raise UsageError(
+                f"{flag} {redact(value)}: bnorm writes this to a local path (a URL is read,"
+                " but written only as --engine dask's -o dataset); write it locally, then"
+                " copy it with your store's tool"
+            )
     check_run_paths(input_paths(inputs), named)
 
 
@@ -266,19 +274,61 @@ def _given(ctx: typer.Context) -> list[str]:
     ]
 
 
-@app.command()
+class _FitCommand(typer.core.TyperCommand):
+    """``--update`` takes a value only when a ``.json`` path follows it: ``fit NEW
+    --update OLD.json -s OUT.json``, and ``fit NEW -s STATS --update`` as before."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            out.append(arg)
+            following = args[i + 1] if i + 1 < len(args) else ""
+            if arg == "--update" and not following.lower().endswith(".json"):
+                out.append("")  # the flag form: continue STATS itself
+        return super().parse_args(ctx, out)
+
+
+def _same_options(given: list[str], fresh: BatchNorm, saved: BatchNorm, old: str) -> None:
+    """fit --update: an option given must say what ``old`` already holds."""
+    from ..core.model import resolve_per_column
+
+    columns = saved.columns_
+    for name, flag in _FIT_OPTIONS.items():
+        if flag not in given:
+            continue
+        if name == "columns":  # the names given, less those excluded
+            named = [c for c in fresh.columns or [] if c not in fresh.exclude]
+            mine: object = columns if sorted(named) == sorted(columns) else named
+            theirs: object = columns
+        elif name == "exclude":  # none of them was fitted
+            mine, theirs = [c for c in columns if c not in fresh.exclude], columns
+        elif name in ("gamma", "beta"):
+            mine = resolve_per_column(getattr(fresh, name), columns, name, float(name == "gamma"))
+            theirs = getattr(saved, f"{name}_")
+        else:
+            mine, theirs = getattr(fresh, name), getattr(saved, name)
+        if mine != theirs:
+            raise UsageError(
+                f"{flag}: differs from the fit saved in {old} ({name.replace('_', ' ')}"
+                f" {theirs}); --update continues it with its own options: drop {flag}"
+            )
+
+
+@app.command(cls=_FitCommand)
 def fit(
     ctx: typer.Context,
     inputs: Inputs,
     stats: StatsOut,
     update: Annotated[
-        bool,
+        str | None,
         typer.Option(
             "--update",
-            help="Add the input to the fit saved in STATS (its batches follow the saved ones)"
-            " and rewrite STATS; the options come from STATS.",
+            help="Continue the fit saved in OLD.json (default: STATS) with the input (its"
+            " batches follow the saved ones) and write it to STATS (may be OLD.json itself);"
+            " the options come from OLD.json.",
+            metavar="[OLD.json]",
         ),
-    ] = False,
+    ] = None,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     momentum: MomentumOpt = "0.1",
     eps: Eps = 1e-5,
@@ -322,14 +372,11 @@ def fit(
     --no-sketch) each column's distribution summary for `bnorm drift`.
     """
     with handled(debug, "bnorm fit"):
-        if update:
-            given = _given(ctx)
-            if given:
-                raise UsageError(
-                    f"{given[0]}: --update continues the fit saved in {stats} with its own"
-                    f" options; drop {', '.join(given)}"
-                )
-            model = stats_file.load(stats)
+        if update is not None:
+            old = update or stats
+            model = stats_file.load(old)
+            fresh = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
+            _same_options(_given(ctx), fresh, model, old)
         else:
             model = _model(
                 batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch, weight
@@ -341,7 +388,8 @@ def fit(
         if as_json:
             streams.stdout()  # closed (>&-): say so before the pass
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
-        source = open_inputs(inputs, input_format, model, update, encoding, True, text=text)
+        resume = update is not None
+        source = open_inputs(inputs, input_format, model, resume, encoding, True, text=text)
 
         def reopen(columns: list[str]) -> Source:
             return open_inputs(
@@ -357,12 +405,12 @@ def fit(
         with _progress("fit", source.total_rows, quiet) as advance:
             if units is None:
                 serial.fit(
-                    model, source, advance, profile, reopen if columnar else None, resume=update
+                    model, source, advance, profile, reopen if columnar else None, resume=resume
                 )
             else:
                 from ..engines import dask_engine
 
-                serial.start(model, source, resume=update)
+                serial.start(model, source, resume=resume)
                 with dask_engine.connect(scheduler, workers) as client:
                     dask_engine.fit(model, units, client, source.name, advance)
         warnings = _warnings(model, strict, source.warnings, fitting=True)
@@ -446,6 +494,7 @@ def transform(
     engine: Engine = EngineOpt.serial,
     scheduler: Scheduler = None,
     workers: Workers = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -494,7 +543,7 @@ def transform(
                 raise UsageError(
                     "--drift gathers its table while streaming; use it with --engine serial"
                 )
-            _check_dataset_output(output, [*inputs, stats], output_format)
+            _check_dataset_output(output, [*inputs, stats], output_format, overwrite)
             _check_paths([*inputs, stats], report=report_path)
         else:
             out_fmt = _output_format(output, output_format)
@@ -535,6 +584,7 @@ def transform(
                     _dtype(dtype),
                     inverse,
                     advance,
+                    overwrite=overwrite,
                 )
             if not quiet or report_path:
                 rep = report.build("transform", source.name, model, rows, warnings=warnings)
@@ -722,6 +772,7 @@ def normalize(
     engine: Engine = EngineOpt.serial,
     scheduler: Scheduler = None,
     workers: Workers = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -736,7 +787,7 @@ def normalize(
         profile = _profile(report_path)
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
         if units is not None:
-            _check_dataset_output(output, inputs, output_format)
+            _check_dataset_output(output, inputs, output_format, overwrite)
             _check_paths(inputs, s=stats, report=report_path)
         else:
             out_fmt = _output_format(output, output_format)
@@ -779,6 +830,7 @@ def normalize(
                             _dtype(dtype),
                             advance,
                             check=check,
+                            overwrite=overwrite,
                         )
                 else:
                     schema, batches = serial.normalize(
@@ -1017,30 +1069,36 @@ def _dask_units(
     if units is None:
         raise UsageError(
             "--engine dask reads Parquet or Arrow IPC files (their footers say where each"
-            " batch is); this input is text, stdin or hive-partitioned: use --engine serial"
+            " batch is); this input is text or stdin: use --engine serial"
         )
     return units
 
 
-def _check_dataset_output(output: str, inputs: list[str], fmt: str | None) -> None:
-    """--engine dask writes a directory of Parquet parts."""
+def _check_dataset_output(
+    output: str, inputs: list[str], fmt: str | None, overwrite: bool = False
+) -> None:
+    """--engine dask writes a directory of Parquet parts (see `io.dataset`)."""
+    from ..io.dataset import check_target
+
     if output == "-" or (fmt not in (None, "parquet")):
         raise UsageError(
             "--engine dask writes a directory of Parquet parts: give -o DIRECTORY"
             " (not -, no --output-format other than parquet)"
         )
     if is_url(output):
+        check_target(output, overwrite)
         return
     if Path(output).suffix and not Path(output).is_dir():
         raise UsageError(
             f"-o {output}: --engine dask writes a directory of Parquet parts; give a"
-            " directory name without a suffix"
+            " directory name without a suffix (a single file is the serial engine's output)"
         )
     parent = Path(output).parent
     check_writable_target(str(parent / ".bnorm-probe"), "-o")
     for inp in input_paths(inputs):
         if Path(inp).resolve().is_relative_to(Path(output).resolve()):
             raise UsageError(f"-o {output}: holds an input ({inp}); choose another directory")
+    check_target(output, overwrite)
 
 
 def _model(

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..io.storage import redact
 from ..report import drift as drift_report
 from ..report.summary import HEADERS, Report, cells, summary
 
@@ -47,7 +48,7 @@ _CONTROL = {c: repr(chr(c))[1:-1] for c in (*range(32), *range(127, 160)) if c !
 def error(message: str) -> None:
     # escape: a message quotes file names and cell values, which may look like markup ("[/x]")
     stderr.print(
-        f"[bold red]error:[/] {escape(one_line(message))}",
+        f"[bold red]error:[/] {escape(one_line(redact(message)))}",
         soft_wrap=True,
         markup=True,
         highlight=False,
@@ -60,7 +61,7 @@ def note(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {escape(one_line(message))}", soft_wrap=True)
+    stderr.print(f"[yellow]warning:[/] {escape(one_line(redact(message)))}", soft_wrap=True)
 
 
 def show_report(report: Report) -> None:

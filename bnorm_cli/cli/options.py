@@ -364,3 +364,12 @@ Workers = Annotated[
         metavar="N",
     ),
 ]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="With --engine dask: replace an existing -o dataset directory (when the run"
+        " ends; only one holding bnorm parts).",
+        metavar="",
+    ),
+]

@@ -104,6 +104,15 @@ class Running:
     mean: float = 0.0
     var: float = 1.0
     updates: int = 0
+    #: The EMA's additive parts (design.md §5): ``var = var_from_zero + start_weight``,
+    #: the variance's EMA started at 0 and the weight ``(1-m)^k`` left on the start 1.
+    #: ``None``: not known (a statistics file written before they were recorded).
+    var_from_zero: float | None = None
+    start_weight: float | None = None
+
+
+def _known(x: float) -> float | None:
+    return None if math.isnan(x) else x
 
 
 @dataclass(frozen=True)
@@ -117,25 +126,57 @@ class RunningState:
     mean: np.ndarray
     var: np.ndarray
     updates: np.ndarray
+    #: ``var``'s additive parts (see `Running`), NaN where not known; None: all unknown.
+    var0: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     @classmethod
     def start(cls, width: int) -> RunningState:
-        return cls(np.zeros(width), np.ones(width), np.zeros(width, np.int64))
+        return cls(
+            np.zeros(width),
+            np.ones(width),
+            np.zeros(width, np.int64),
+            np.zeros(width),
+            np.ones(width),
+        )
+
+    def parts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(var0, weight), NaN where unknown."""
+        nan = np.full(self.var.shape, np.nan)
+        return (
+            nan if self.var0 is None else self.var0,
+            nan if self.weight is None else self.weight,
+        )
 
     def at(self, j: int) -> Running:
-        return Running(float(self.mean[j]), float(self.var[j]), int(self.updates[j]))
+        var0, weight = self.parts()
+        return Running(
+            float(self.mean[j]),
+            float(self.var[j]),
+            int(self.updates[j]),
+            _known(float(var0[j])),
+            _known(float(weight[j])),
+        )
 
     @classmethod
     def of(cls, running: Sequence[Running]) -> RunningState:
+        def known(x: float | None) -> float:
+            return math.nan if x is None else x
+
         return cls(
             np.array([r.mean for r in running], np.float64),
             np.array([r.var for r in running], np.float64),
             np.array([r.updates for r in running], np.int64),
+            np.array([known(r.var_from_zero) for r in running], np.float64),
+            np.array([known(r.start_weight) for r in running], np.float64),
         )
 
     def take(self, index: Sequence[int]) -> RunningState:
         idx = np.asarray(index, np.int64)
-        return RunningState(self.mean[idx], self.var[idx], self.updates[idx])
+        var0, weight = self.parts()
+        return RunningState(
+            self.mean[idx], self.var[idx], self.updates[idx], var0[idx], weight[idx]
+        )
 
 
 def group_population(t: MomentsTable) -> Population:
@@ -287,18 +328,27 @@ def update_running(
     else:
         f = np.where(upd, momentum, 0.0)
     keep = np.where(upd, 1.0 - f, 1.0)
-    # one recurrence over [mean | var]: r = (1 - f) * r + f * x, as PyTorch computes it
-    x = np.concatenate([mean, unbiased], axis=1)
-    ff = np.concatenate([f, f], axis=1)
-    kk = np.concatenate([keep, keep], axis=1)
-    r = np.concatenate([run.mean, run.var])
-    history = np.empty_like(x) if trace else None
+    # one recurrence over [mean | var | var0 | weight]: r = (1 - f) * r + f * x, as
+    # PyTorch computes it; var0 is var's EMA from 0 and weight what is left on var's
+    # start 1 (var = var0 + weight, kept apart so that merging never subtracts)
+    x = np.concatenate([mean, unbiased, unbiased, np.zeros_like(mean)], axis=1)
+    ff = np.concatenate([f, f, f, f], axis=1)
+    kk = np.concatenate([keep, keep, keep, keep], axis=1)
+    var0, weight = run.parts()
+    r = np.concatenate([run.mean, run.var, var0, weight])
+    history = np.empty((len(t), 2 * width)) if trace else None
     for j in range(len(t)):
         r = kk[j] * r + ff[j] * x[j]
         if history is not None:
-            history[j] = r
+            history[j] = r[: 2 * width]
     updates = counts[-1] if len(t) else run.updates
-    out = RunningState(r[:width].copy(), r[width:].copy(), updates.astype(np.int64))
+    out = RunningState(
+        r[:width].copy(),
+        r[width : 2 * width].copy(),
+        updates.astype(np.int64),
+        r[2 * width : 3 * width].copy(),
+        r[3 * width :].copy(),
+    )
     if history is None:
         return out, None, None
     return out, history[:, :width], history[:, width:]
@@ -431,6 +481,8 @@ def concat_columns(folds: Sequence[Fold]) -> Fold:
         np.concatenate([r.mean for r in runs]),
         np.concatenate([r.var for r in runs]),
         np.concatenate([r.updates for r in runs]),
+        np.concatenate([r.parts()[0] for r in runs]),
+        np.concatenate([r.parts()[1] for r in runs]),
     )
     columns = [c for f in folds for c in f.columns]
     sums = [f.summary for f in folds]
@@ -461,8 +513,14 @@ def merge_running(a: RunningState, b: RunningState, momentum: Momentum) -> Runni
     (r_B - (1-m)^k_B * start)``, start 0 for the mean and 1 for the variance,
     ``k_B`` B's updates; the cumulative average weighs each side by its updates.
     Equal to running the recurrence over both up to rounding (not bit for bit).
+
+    With B's additive parts (``var0``, ``weight``: what `update_running` records)
+    nothing is subtracted: ``var0_AB = w_B * var0_A + var0_B``, ``w_AB = w_A * w_B``,
+    ``var_AB = var0_AB + w_AB`` (a var of 1e-10 after k_B = 3 keeps full precision).
+    Where a part is unknown (an older statistics file) it is rebuilt by subtracting.
     """
     ka, kb = a.updates.astype(np.float64), b.updates.astype(np.float64)
+    nan = np.full(a.var.shape, np.nan)
     if momentum is None:
         total = ka + kb
         safe = np.maximum(total, 1.0)
@@ -470,13 +528,25 @@ def merge_running(a: RunningState, b: RunningState, momentum: Momentum) -> Runni
         var = np.where(total > 0, (ka * a.var + kb * b.var) / safe, a.var)
         mean = np.where(kb == 0, a.mean, np.where(ka == 0, b.mean, mean))
         var = np.where(kb == 0, a.var, np.where(ka == 0, b.var, var))
-    else:
-        keep = np.power(1.0 - momentum, kb)
-        mean = keep * a.mean + b.mean  # the mean's start is 0
-        var = keep * a.var + (b.var - keep)  # the variance's start is 1
-        mean = np.where(kb == 0, a.mean, mean)
-        var = np.where(kb == 0, a.var, np.maximum(var, 0.0))
-    return RunningState(mean, var, a.updates + b.updates)
+        return RunningState(mean, var, a.updates + b.updates, nan, nan)
+    a0, aw = a.parts()
+    b0, bw = b.parts()
+    bw = np.where(np.isnan(bw), np.power(1.0 - momentum, kb), bw)
+    aw = np.where(np.isnan(aw), np.power(1.0 - momentum, ka), aw)
+    a0 = np.where(np.isnan(a0), a.var - aw, a0)
+    b0 = np.where(np.isnan(b0), b.var - bw, b0)
+    mean = bw * a.mean + b.mean  # the mean's start is 0
+    var0 = bw * a0 + b0
+    weight = aw * bw
+    var = var0 + weight  # the variance's start is 1
+    kept = kb == 0
+    return RunningState(
+        np.where(kept, a.mean, mean),
+        np.where(kept, a.var, np.maximum(var, 0.0)),
+        a.updates + b.updates,
+        np.where(kept, a0, var0),
+        np.where(kept, aw, weight),
+    )
 
 
 def merge_folds(a: Fold, b: Fold) -> Fold:

@@ -21,7 +21,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,11 +28,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.errors import BnormError, DataError, OutputError
+from ..core.errors import BnormError, DataError
 from ..core.maps import Maps, apply_batch_maps, apply_maps, batch_maps, running_maps
 from ..core.model import BatchNorm, Mode, Use
 from ..core.moments import MomentsTable, check_weights, table_moments
 from ..io import storage
+from ..io.atomic import pending
+from ..io.dataset import output_location, part_name
 from ..io.plan import Unit, batch_spans
 from ..io.storage import is_url
 from ..version import __version__
@@ -44,6 +45,10 @@ Progress = Callable[[int], None]
 SPAN_ROWS = 1 << 20
 #: ... and at most about this many bytes of columns per task.
 SPAN_BYTES = 256 << 20
+#: The local cluster's HTTP server (dashboard_address=None still binds :8787).
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
+#: How long to try reaching a --scheduler before giving up with one line.
+CONNECT_TIMEOUT = "10s"
 
 
 @dataclass(frozen=True)
@@ -164,10 +169,6 @@ def apply_task(
     return result.num_rows
 
 
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
-
-
 # -- the client side ------------------------------------------------------------------------
 def _results(client: Any, futures: list[Any], name: str, batch_size: int) -> Iterator[Any]:
     """Each future's result, in submission order (collected as they finish)."""
@@ -266,6 +267,7 @@ def transform(
     inverse: bool,
     progress: Progress,
     span_rows: int | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Inference mode on the workers: one Parquet part per span in directory ``output``."""
     maps = model.maps(use)
@@ -275,7 +277,7 @@ def transform(
     total = total_rows(units)
     # constant maps: a span need not hold whole batches
     plan = spans(units, 1, span_rows, len(schema))
-    with output_location(output) as tmp:
+    with output_location(output, overwrite) as tmp:
         futures = [
             client.submit(
                 apply_task,
@@ -313,6 +315,7 @@ def normalize(
     progress: Progress,
     span_rows: int | None = None,
     check: Callable[[], None] | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Training mode in two passes over the files: moments on the workers, the fold
     on the client (each batch's map), then each span mapped on a worker.
@@ -334,7 +337,7 @@ def normalize(
         jobs.append((span, maps, table.rows))
     if check is not None:
         check()
-    with output_location(output) as tmp:
+    with output_location(output, overwrite) as tmp:
         futures = [
             client.submit(
                 apply_task,
@@ -358,74 +361,50 @@ def normalize(
     return written_rows
 
 
-def output_location(target: str) -> contextlib.AbstractContextManager[str]:
-    """Where the parts go until they are all written (a directory, or a URL prefix)."""
-    return storage.dataset_prefix(target) if is_url(target) else dataset_directory(target)
-
-
-@contextlib.contextmanager
-def dataset_directory(target: str) -> Iterator[str]:
-    """A temporary directory beside ``target``, renamed onto it when every part is
-    written (an existing bnorm dataset there is replaced; a failed run leaves none)."""
-    path = Path(target)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.exists() and not _is_dataset(path):
-        raise OutputError(
-            f"{path}: exists and is not a bnorm dataset directory; choose another output path"
-        )
-    tmp = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-", dir=parent)
-    try:
-        yield tmp
-        if path.exists():
-            old = tempfile.mkdtemp(prefix=f".{path.name}.bnorm-old-", dir=parent)
-            os.replace(path, os.path.join(old, "d"))
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _is_dataset(path: Path) -> bool:
-    """A directory holding only bnorm parts (so replacing it loses nothing else)."""
-    if not path.is_dir():
-        return False
-    return all(p.name.startswith("part-") and p.suffix == ".parquet" for p in path.iterdir())
-
-
 @contextlib.contextmanager
 def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     """A client of the cluster at ``scheduler``, or of a local one started (on
     127.0.0.1, ``workers`` single-threaded processes) and stopped here."""
+    import dask
     from distributed import Client, LocalCluster
 
+    named = f"--scheduler {scheduler}"
+    if scheduler is None and workers is None:  # dask's own variable names a cluster
+        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+        named = f"DASK_SCHEDULER_ADDRESS={scheduler}"
     if scheduler:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as e:
             raise BnormError(
-                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e}); check the"
-                " address, or leave --scheduler out to start a local cluster"
+                f"{named}: cannot reach the Dask scheduler within {CONNECT_TIMEOUT} ({e});"
+                " check the address and that the scheduler runs, or leave it out to start a"
+                " local cluster"
             ) from None
         with client:
             check_versions(client)
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=workers or min(4, os.cpu_count() or 1),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,  # a failed task is reported once, by the client
-        ) as local,
-        Client(local) as client,
-    ):
-        check_versions(client)
-        yield client
+    scratch = tempfile.mkdtemp(prefix="bnorm-dask-")  # the workers' spill space, removed
+    try:
+        with (
+            pending(scratch),
+            dask.config.set({"temporary-directory": scratch}),  # the scheduler's too
+            LocalCluster(
+                n_workers=workers or min(4, os.cpu_count() or 1),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=LOOPBACK_ANY_PORT,
+                local_directory=scratch,
+                silence_logs=logging.CRITICAL,  # a failed task is reported once, by the client
+            ) as local,
+            Client(local) as client,
+        ):
+            check_versions(client)
+            yield client
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def versions() -> dict[str, str]:

@@ -153,15 +153,38 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[str]:
         _pending.discard(tmp)
 
 
-#: Temporary files of the `atomic_path` blocks under way (for `remove_pending`).
+#: Temporary files of the `atomic_path` blocks under way (for `remove_pending`), and
+#: temporary directories and URL prefixes of `pending` blocks (a dataset's parts,
+#: a local cluster's scratch space).
 _pending: set[str] = set()
+
+
+@contextlib.contextmanager
+def pending(path: str) -> Iterator[str]:
+    """``path`` (a temporary file, directory or URL prefix) is removed if a signal ends
+    the process while this block runs (the block removes it otherwise)."""
+    _pending.add(path)
+    try:
+        yield path
+    finally:
+        _pending.discard(path)
 
 
 def remove_pending() -> None:
     """Delete every temporary file still being written: a signal is ending the process."""
+    import shutil
+
+    from .storage import filesystem, is_url
+
     for tmp in list(_pending):
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        with contextlib.suppress(Exception):
+            if is_url(tmp):
+                fs, path = filesystem(tmp)
+                fs.rm(path, recursive=True)
+            elif os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.unlink(tmp)
 
 
 def _keep_mode(path: Path, tmp: str) -> None:

@@ -34,6 +34,7 @@ from ..core.batching import polars_schema
 from ..core.errors import DataError, UsageError
 from ..core.model import BatchNorm, chunk_rows, is_numeric
 from . import storage
+from .dataset import check_complete
 from .formats import infer_format, is_data_file
 from .readers import (
     ENCODING_FIX,
@@ -72,10 +73,13 @@ def expand_inputs(patterns: Sequence[str], fmt: str | None) -> list[InputFile]:
     files: list[InputFile] = []
     for pattern in patterns:
         if is_url(pattern):
-            urls = storage.glob(pattern) if _GLOB.search(pattern) else [pattern]
+            urls = storage.glob(pattern) if storage.has_glob(pattern) else [pattern]
             if not urls:
                 raise DataError(f"{pattern}: no object matches this pattern; check it")
-            files += [InputFile(u, infer_format(u, fmt, "--input-format")) for u in urls]
+            # the name says the format; a query string (a presigned URL's) does not count
+            files += [
+                InputFile(u, infer_format(u.split("?", 1)[0], fmt, "--input-format")) for u in urls
+            ]
         elif pattern != "-" and os.path.isdir(pattern):
             files += _directory(pattern, fmt)
         elif _GLOB.search(pattern) and not os.path.lexists(pattern):
@@ -88,6 +92,7 @@ def expand_inputs(patterns: Sequence[str], fmt: str | None) -> list[InputFile]:
             files += [InputFile(p, infer_format(p, fmt, "--input-format")) for p in matches]
         else:
             files.append(InputFile(pattern, infer_format(pattern, fmt, "--input-format")))
+    check_complete([f.path for f in files])  # a bnorm dataset still being written
     return files
 
 
@@ -167,9 +172,27 @@ def _keys(partitions: Partitions) -> str:
     return ", ".join(k for k, _ in partitions) or "none"
 
 
+def _extra(names: Collection[str], partitions: Partitions) -> Partitions:
+    """The partition columns a file with columns ``names`` gets (its own win)."""
+    return tuple((k, v) for k, v in partitions if k not in names)
+
+
+def partition_columns(
+    table: pa.Table, partitions: Partitions, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """``table`` (rows of one file) with its partition values appended as constant text
+    columns, as `with_partitions` streams them (only those among ``columns``, if given)."""
+    for key, value in _extra(table.schema.names, partitions):
+        if columns is None or key in columns:
+            table = table.append_column(
+                pa.field(key, pa.string()), pa.repeat(pa.scalar(value, pa.string()), table.num_rows)
+            )
+    return table
+
+
 def with_partitions(source: Source, partitions: Partitions) -> Source:
     """``source`` with its partition values appended as constant text columns."""
-    extra = [(k, v) for k, v in partitions if k not in source.schema.names]
+    extra = _extra(source.schema.names, partitions)
     if not extra:
         return source
     schema = source.schema

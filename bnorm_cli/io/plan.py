@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ..core.errors import DataError
 from . import storage
-from .inputs import InputFile
+from .inputs import InputFile, Partitions, partition_columns
 from .storage import is_url
 
 
@@ -35,16 +35,27 @@ class Unit:
     parts: tuple[int, ...]  # Parquet row groups / IPC record batches
     first_row: int
     rows: int
+    partitions: Partitions = ()  # hive folders' key=value, appended as text columns
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """This unit's rows (only ``columns``, if given)."""
+        """This unit's rows (only ``columns``, if given), with its partition columns."""
+        keys = {k for k, _ in self.partitions}
+
+        def own(names: list[str]) -> list[str] | None:  # a file's own column wins
+            return None if columns is None else [c for c in columns if c in names or c not in keys]
+
         if self.fmt == "parquet":
             pf = pq.ParquetFile(_source(self.path), pre_buffer=False)
-            return pf.read_row_groups(list(self.parts), columns=columns)
-        with _source(self.path) as f:
-            reader = pa.ipc.open_file(f)
-            table = pa.Table.from_batches([reader.get_batch(i) for i in self.parts], reader.schema)
-        return table.select(list(columns)) if columns is not None else table
+            wanted = own(pf.schema_arrow.names)
+            table = pf.read_row_groups(list(self.parts), columns=wanted)
+        else:
+            with _source(self.path) as f:
+                reader = pa.ipc.open_file(f)
+                batches = [reader.get_batch(i) for i in self.parts]
+                table = pa.Table.from_batches(batches, reader.schema)
+            wanted = own(table.schema.names)
+            table = table.select(wanted) if wanted is not None else table
+        return partition_columns(table, self.partitions, columns)
 
 
 def plan(files: Sequence[InputFile]) -> list[Unit] | None:
@@ -52,7 +63,7 @@ def plan(files: Sequence[InputFile]) -> list[Unit] | None:
     units: list[Unit] = []
     row = 0
     for f in files:
-        if f.fmt not in ("parquet", "ipc") or f.partitions or not _regular_file(f.path):
+        if f.fmt not in ("parquet", "ipc") or not _regular_file(f.path):
             return None  # stdin, a FIFO or a device is opened once only, by the reader
         try:
             sizes = _part_rows(f)
@@ -62,7 +73,7 @@ def plan(files: Sequence[InputFile]) -> list[Unit] | None:
             return None
         for i, rows in enumerate(sizes):
             if rows:
-                units.append(Unit(f.path, f.fmt, (i,), row, rows))
+                units.append(Unit(f.path, f.fmt, (i,), row, rows, f.partitions))
                 row += rows
     return units
 

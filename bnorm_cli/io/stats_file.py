@@ -26,6 +26,7 @@ from ..core.model import BatchNorm, FitState
 from ..core.moments import Moments
 from ..core.sketch import Histogram, Summary, from_runs, to_runs
 from ..version import __version__
+from . import storage
 from .atomic import write_text
 
 M = TypeVar("M", bound=BatchNorm)
@@ -67,6 +68,9 @@ _COLUMN = {
         "running_mean": _num,
         "running_var": {"type": "number", "minimum": 0},
         "running_updates": _count,
+        # running_var's additive parts (design.md §5), for merges that never subtract
+        "running_var_from_zero": {"type": "number", "minimum": 0},
+        "running_start_weight": {"type": "number", "minimum": 0, "maximum": 1},
         "gamma": _num,
         "beta": _num,
         "sketch": {
@@ -169,6 +173,9 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
             "gamma": model.gamma_[c],
             "beta": model.beta_[c],
         }
+        if model.momentum is not None and run.start_weight is not None:  # an EMA's parts
+            columns[c]["running_var_from_zero"] = run.var_from_zero
+            columns[c]["running_start_weight"] = run.start_weight
     summary = model.summary_
     if summary is not None:
         for j, c in enumerate(model.columns_):
@@ -254,10 +261,14 @@ def load(path: str | os.PathLike[str]) -> BatchNorm: ...
 @overload
 def load(path: str | os.PathLike[str], cls: type[M]) -> M: ...
 def load(path: str | os.PathLike[str], cls: type[BatchNorm] = BatchNorm) -> BatchNorm:
-    """Read and validate a statistics file."""
+    """Read and validate a statistics file (a local path, or a URL: `storage`)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        if storage.is_url(str(path)):
+            with storage.open_binary(str(path)) as f:
+                text = f.read().decode("utf-8")
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
     except FileNotFoundError:
         raise StatsFileError(f"{path}: statistics file not found; run `bnorm fit` first") from None
     except UnicodeDecodeError:
@@ -342,7 +353,13 @@ def from_dict(
     )
     running = RunningState.of(
         [
-            Running(col["running_mean"], col["running_var"], col.get("running_updates", 0))
+            Running(
+                col["running_mean"],
+                col["running_var"],
+                col.get("running_updates", 0),
+                col.get("running_var_from_zero"),  # absent from files before they were kept
+                col.get("running_start_weight"),
+            )
             for col in cols
         ]
     )

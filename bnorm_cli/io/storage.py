@@ -10,15 +10,34 @@ on local files never loads it.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import uuid
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..core.errors import DataError, OutputError
+from ..core.errors import DataError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: ``scheme://user:password@`` and a query string (presigned URLs' signatures, SAS tokens)
+_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*[^\s'\":,;)]")
+_SECRET = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@|\?.*$")
+#: The fsspec package and bnorm extra each URL scheme needs.
+PACKAGES = {
+    "s3": ("s3fs", "cloud"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+    "http": ("aiohttp", "cloud"),
+    "https": ("aiohttp", "cloud"),
+}
+
+
+def redact(text: str) -> str:
+    """``text`` with any URL's ``user:password@`` part and query string cut out, so a
+    message never shows a credential or a presigned URL's signature."""
+    return _IN_TEXT.sub(
+        lambda url: _SECRET.sub(lambda m: m.group("scheme") or "?...", url.group(0)), text
+    )
 
 
 def is_url(path: str) -> bool:
@@ -28,18 +47,24 @@ def is_url(path: str) -> bool:
 
 def filesystem(url: str) -> tuple[Any, str]:
     """The fsspec filesystem of ``url`` and the path within it."""
+    scheme = url.split("://", 1)[0].lower()
+    package, extra = PACKAGES.get(scheme, ("its fsspec package", "cloud"))
     try:
         import fsspec.core
     except ImportError:
         raise DataError(
-            f"{url}: reading URLs needs fsspec (and s3fs for s3://): pip install 'bnorm[cloud]'"
+            f"{redact(url)}: reading URLs needs fsspec: pip install 'bnorm[{extra}]'"
         ) from None
     try:
         return fsspec.core.url_to_fs(url)  # type: ignore[no-any-return]
-    except (ImportError, ValueError) as e:
+    except ImportError:
         raise DataError(
-            f"{url}: no filesystem for this URL ({e}); install its fsspec package"
-            " (s3fs for s3://: pip install 'bnorm[cloud]')"
+            f"{redact(url)}: {scheme}:// URLs need {package}: pip install 'bnorm[{extra}]'"
+        ) from None
+    except ValueError as e:
+        raise DataError(
+            f"{redact(url)}: no filesystem for this URL ({redact(str(e))}); install its"
+            " fsspec package"
         ) from None
 
 
@@ -49,9 +74,18 @@ def open_binary(url: str) -> BinaryIO:
     try:
         return fs.open(path, "rb")  # type: ignore[no-any-return]
     except FileNotFoundError:
-        raise DataError(f"{url}: no such object; check the URL") from None
+        raise DataError(f"{redact(url)}: no such object; check the URL") from None
     except OSError as e:
-        raise DataError(f"{url}: cannot open ({e}); check the URL and credentials") from None
+        raise DataError(
+            f"{redact(url)}: cannot open ({redact(str(e))}); check the URL and credentials"
+        ) from None
+
+
+def has_glob(url: str) -> bool:
+    """``*``, ``?`` or ``[`` in ``url``'s path (an http(s) URL's ``?`` starts its query)."""
+    if url.split("://", 1)[0].lower() in ("http", "https"):
+        return False  # an HTTP server has no listing to expand a pattern with
+    return bool(re.search(r"[*?[]", url))
 
 
 def glob(pattern: str) -> list[str]:
@@ -69,32 +103,3 @@ def write_bytes(url: str, data: bytes) -> None:
 
 def join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
-
-
-@contextlib.contextmanager
-def dataset_prefix(target: str) -> Iterator[str]:
-    """A temporary prefix beside ``target`` for the parts; moved onto ``target`` when
-    every part is written (an old bnorm dataset there is replaced), removed on failure.
-
-    Object stores have no atomic rename: until the move ends, a reader of
-    ``target`` may see some old and some new parts."""
-    fs, path = filesystem(target)
-    path = path.rstrip("/")
-    if fs.exists(path):
-        names = [p.rsplit("/", 1)[-1] for p in fs.find(path)]
-        if not all(n.startswith("part-") and n.endswith(".parquet") for n in names):
-            raise OutputError(
-                f"{target}: exists and is not a bnorm dataset; choose another output URL"
-            )
-    protocol = target.split("://", 1)[0]
-    tmp = f"{path}.bnorm-{uuid.uuid4().hex[:12]}"
-    try:
-        yield f"{protocol}://{tmp}"
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        for part in sorted(fs.find(tmp)):
-            fs.mv(part, path + part[len(tmp) :])
-    finally:
-        with contextlib.suppress(OSError, FileNotFoundError):
-            if fs.exists(tmp):
-                fs.rm(tmp, recursive=True)

@@ -16,6 +16,7 @@ from ..core.errors import UsageError
 from ..core.model import BatchNorm
 from ..core.moments import Moments
 from ..io.atomic import write_text
+from ..io.storage import redact
 
 HEADERS = ("column", "count", "nulls", "mean", "std", "min", "max", "running mean", "running std")
 
@@ -82,7 +83,7 @@ def build(
     )
     return Report(
         command,
-        source,
+        redact(source),  # never a URL's credentials or signature
         rows,
         -(-rows // model.batch_size),
         columns,
