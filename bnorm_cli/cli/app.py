@@ -19,6 +19,7 @@ from ..core import drift as dr
 from ..core.errors import DataError, StatsFileError, UsageError
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..core.model import merge as merge_models
+from ..core.scalers import check_running
 from ..engines import serial
 from ..io import stats_file, streams
 from ..io.atomic import check_run_paths, check_writable_target, staged, write_text, writes_through
@@ -34,6 +35,8 @@ from .exits import OneLineErrors, handled, run
 from .options import (
     BatchSize,
     Beta,
+    Center,
+    CenterOpt,
     Columns,
     Debug,
     DecimalComma,
@@ -48,6 +51,7 @@ from .options import (
     Eps,
     Exclude,
     FailOnDrift,
+    FeatureRange,
     Gamma,
     Inf,
     InfOpt,
@@ -59,8 +63,11 @@ from .options import (
     NullValues,
     Output,
     OutputFormat,
+    QuantileRange,
     Quiet,
     ReportPath,
+    Scale,
+    ScaleOpt,
     Scheduler,
     StatsIn,
     StatsOut,
@@ -68,6 +75,7 @@ from .options import (
     UseStats,
     Workers,
     names,
+    pair,
     per_column,
     reading_record,
     text_options,
@@ -108,8 +116,11 @@ def _root(
     """Batch Normalization for tabular data: fit, transform, normalize, inspect."""
 
 
-def _dtype(d: DType) -> type[pl.DataType]:
-    return pl.Float32 if d is DType.float32 else pl.Float64
+def _dtype(d: DType | None) -> str | type[pl.DataType] | None:
+    """--dtype as the engines take it (None: float64, and the fitted types for --inverse)."""
+    if d is None:
+        return None
+    return {DType.float32: pl.Float32, DType.float64: pl.Float64}.get(d, "same")
 
 
 def _profile(report_path: str | None) -> Profile | None:
@@ -251,6 +262,10 @@ _FIT_OPTIONS = {
     "gamma": "--gamma",
     "beta": "--beta",
     "inf": "--inf",
+    "center": "--center",
+    "scale": "--scale",
+    "feature_range": "--range",
+    "quantile_range": "--quantile-range",
 }
 
 
@@ -284,6 +299,10 @@ def fit(
     exclude: Exclude = None,
     gamma: Gamma = None,
     beta: Beta = None,
+    center: Center = None,
+    scale: Scale = ScaleOpt.std,
+    feature_range: FeatureRange = None,
+    quantile_range: QuantileRange = None,
     input_format: InputFormat = None,
     encoding: Encoding = "utf-8",
     delimiter: Delimiter = None,
@@ -328,7 +347,18 @@ def fit(
                 )
             model = stats_file.load(stats)
         else:
-            model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
+            model = _model(
+                batch_size,
+                momentum,
+                eps,
+                columns,
+                exclude,
+                gamma,
+                beta,
+                inf,
+                sketch,
+                (center, scale, feature_range, quantile_range),
+            )
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -349,10 +379,26 @@ def fit(
             for f in expand_inputs(inputs, input_format)
         )
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        if units is not None and model.scaling.needs_quantiles:
+            from ..engines.dask_engine import DASK_QUANTILES
+
+            raise UsageError(DASK_QUANTILES)
+
+        def again() -> Source:  # the whole input anew, for exact quantiles
+            return open_inputs(
+                inputs, input_format, model, True, encoding, True, only=model.columns_, text=text
+            )
+
         with _progress("fit", source.total_rows, quiet) as advance:
             if units is None:
                 serial.fit(
-                    model, source, advance, profile, reopen if columnar else None, resume=update
+                    model,
+                    source,
+                    advance,
+                    profile,
+                    reopen if columnar else None,
+                    resume=update,
+                    again=again if _rereadable(inputs, input_format) else None,
                 )
             else:
                 from ..engines import dask_engine
@@ -408,7 +454,16 @@ def transform(
     no_default_nulls: NoDefaultNulls = False,
     decimal_comma: DecimalComma = False,
     output_format: OutputFormat = None,
-    dtype: DTypeOpt = DType.float64,
+    dtype: Annotated[
+        DType | None,
+        typer.Option(
+            "--dtype",
+            help="Type of the normalized columns; same: float32 columns stay float32."
+            r" With --inverse: the fitted types (integers rounded back) \[default: float64;"
+            " same with --inverse]",
+            show_default=False,
+        ),
+    ] = None,
     inf: Annotated[
         InfOpt | None,
         typer.Option(
@@ -685,6 +740,10 @@ def normalize(
     exclude: Exclude = None,
     gamma: Gamma = None,
     beta: Beta = None,
+    center: Center = None,
+    scale: Scale = ScaleOpt.std,
+    feature_range: FeatureRange = None,
+    quantile_range: QuantileRange = None,
     input_format: InputFormat = None,
     encoding: Encoding = "utf-8",
     delimiter: Delimiter = None,
@@ -706,7 +765,19 @@ def normalize(
     from ..io.writers import write_batches
 
     with handled(debug, "bnorm normalize"):
-        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf)
+        model = _model(
+            batch_size,
+            momentum,
+            eps,
+            columns,
+            exclude,
+            gamma,
+            beta,
+            inf,
+            scaling=(center, scale, feature_range, quantile_range),
+        )
+        if mode is ModeOpt.running:
+            check_running(model.scaling, "--mode running")
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -1023,9 +1094,16 @@ def _model(
     beta: list[str] | None,
     inf: InfOpt,
     sketch: bool = True,
+    scaling: tuple[CenterOpt | None, ScaleOpt, str | None, str | None] = (
+        None,
+        ScaleOpt.std,
+        None,
+        None,
+    ),
 ) -> BatchNorm:
     g = per_column(gamma, "--gamma")
     b = per_column(beta, "--beta")
+    center, scale, feature_range, quantile_range = scaling
     return BatchNorm(
         batch_size=batch_size,
         momentum=momentum,
@@ -1036,6 +1114,18 @@ def _model(
         beta=0.0 if b is None else b,
         inf=inf.value,  # type: ignore[arg-type]
         sketch=sketch,
+        center=None if center is None else center.value,
+        scale=scale.value,
+        feature_range=pair(feature_range, "--range"),
+        quantile_range=pair(quantile_range, "--quantile-range"),
+    )
+
+
+def _rereadable(inputs: list[str], input_format: str | None) -> bool:
+    """Whether every input can be read again from the start (not stdin or a FIFO)."""
+    return all(
+        f.path != "-" and (is_url(f.path) or os.path.isfile(f.path))
+        for f in expand_inputs(inputs, input_format)
     )
 
 
