@@ -85,14 +85,15 @@ class Scaling:
         return self.center in ("mean", "none") and self.scale in ("std", "none")
 
     def describe(self) -> str:
-        """``center median, scale iqr 25-75`` (for messages), options as `opt` marks."""
-        scale = self.scale
-        if scale == "iqr":
-            scale += " {:g}-{:g}".format(*self.quantile_range)
-        if scale == "range":
-            scale += " {:g},{:g}".format(*self.feature_range)
+        """``--center median --scale iqr`` (for messages), options as `opt` marks; a
+        range other than the default is named too."""
         center = "" if self.center == "min" else f"{opt('center', self.center)} "
-        return center + opt("scale", scale)
+        out = center + opt("scale", self.scale)
+        if self.scale == "iqr" and self.quantile_range != DEFAULT_QUANTILE_RANGE:
+            out += " " + opt("quantile_range", "{:g},{:g}".format(*self.quantile_range))
+        if self.scale == "range" and self.feature_range != DEFAULT_FEATURE_RANGE:
+            out += " " + opt("feature_range", "{:g},{:g}".format(*self.feature_range))
+        return out
 
     def record(self) -> dict[str, Any]:
         """What the statistics file records of the choice (empty for the default)."""
@@ -124,13 +125,13 @@ def check_scaling(
         )
     if feature_range is not None and scale != "range":
         raise UsageError(
-            f"{opt('feature_range')} is the output range of {opt('scale', 'range')}; drop it or"
-            " add that"
+            f"{opt('feature_range')} is the output range of {opt('scale', 'range')}; add"
+            f" {opt('scale', 'range')} or drop {opt('feature_range')}"
         )
     if quantile_range is not None and scale != "iqr":
         raise UsageError(
-            f"{opt('quantile_range')} sets the quantiles of {opt('scale', 'iqr')}; drop it or"
-            " add that"
+            f"{opt('quantile_range')} sets the percentiles of {opt('scale', 'iqr')}; add"
+            f" {opt('scale', 'iqr')} or drop {opt('quantile_range')}"
         )
     fr = _pair(feature_range, DEFAULT_FEATURE_RANGE, "feature_range")
     if not fr[0] < fr[1]:
