@@ -29,7 +29,7 @@ from bnorm_cli.engines import serial
 from bnorm_cli.io import stats_file
 
 pytest.importorskip("sklearn", exc_type=ImportError)
-from sklearn.preprocessing import (  # noqa: E402
+from sklearn.preprocessing import (
     MaxAbsScaler,
     MinMaxScaler,
     RobustScaler,
@@ -433,7 +433,7 @@ def test_cli_fit_transform_export_inverse(
 def test_cli_pipe_is_one_pass_and_warns_when_approximate(
     tmp_path: Path, data: tuple[Path, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, frame = data
+    _, frame = data
     calls: list[bool] = []
     real = quantiles_module.column_quantiles
 
@@ -564,7 +564,3 @@ def test_normalize_dtype_same(tmp_path: Path) -> None:
     got = pl.read_parquet(out)
     assert got.schema == {"f32": pl.Float32, "i": pl.Float64}
     assert got.get_column("i").to_list() == [0.0, 1 / 3, 2 / 3, 1.0]
-
-
-def _chunks(frame: pl.DataFrame) -> Iterator[pl.DataFrame]:
-    yield from (frame.slice(i, 10) for i in range(0, frame.height, 10))
