@@ -915,7 +915,8 @@ def export(
         ExportTo,
         typer.Option(
             "--to",
-            help="torch: BatchNorm1d state_dict (safetensors); sklearn: StandardScaler (JSON).",
+            help="torch: BatchNorm1d state_dict (safetensors); sklearn: the matching scaler"
+            " (StandardScaler, MinMaxScaler, RobustScaler, MaxAbsScaler; JSON).",
         ),
     ],
     output: Output,
@@ -924,11 +925,12 @@ def export(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Write the statistics as a PyTorch BatchNorm1d state_dict or a StandardScaler.
+    """Write the statistics as a PyTorch BatchNorm1d state_dict or a scikit-learn scaler.
 
     torch: load with `bn = torch.nn.BatchNorm1d(C, eps=EPS)` then
     `bn.load_state_dict(safetensors.torch.load_file(PATH))`; in eval mode it
-    reproduces `transform --use running`. sklearn: see `bnorm_cli.export`.
+    reproduces `transform --use running` (mean/std fits only). sklearn: the matching
+    scaler's fitted attributes; see `bnorm_cli.io.export`.
     """
     from ..io import export as ex
 
