@@ -217,6 +217,36 @@ def test_exact_against_fractions_where_sklearn_rounds(batch_size: int) -> None:
         assert ulps.max() <= 2, (options, ulps.max())
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_batch_quantiles_are_numpys_bits(seed: int) -> None:
+    """normalize --mode batch's per-batch quantiles (all batches sorted at once) are
+    np.quantile of each batch's valid values, bit for bit: ties, NaN, +/-inf, 1-row
+    batches, a short last batch, an all-missing batch."""
+    from bnorm_cli.core.scalers import batch_quantiles
+
+    rng = np.random.default_rng(seed)
+    n, size = int(rng.integers(1, 300)), int(rng.integers(1, 40))
+    x = rng.standard_t(2, (n, 3))
+    x[rng.random((n, 3)) < 0.3] = np.nan
+    x[:, 2] = np.round(x[:, 2])  # ties
+    x[: min(n, 3), 1] = [np.inf, -np.inf, np.inf][: min(n, 3)]
+    x[:size, 0] = np.nan  # the first batch has no valid value of c0
+    frame = pl.DataFrame({f"c{j}": x[:, j] for j in range(3)}, nan_to_null=False)
+    rows = np.array([size] * (n // size) + ([n % size] if n % size else []))
+    probs = (0.0, 0.1, 0.25, 0.5, 0.75, 0.95, 1.0)
+    for inf_missing in (False, True):
+        got = batch_quantiles(frame, ["c0", "c1", "c2"], rows, probs, inf_missing).values
+        start = 0
+        for i, r in enumerate(rows):
+            for j in range(3):
+                v = x[start : start + r, j]
+                v = v[~(np.isnan(v) | (inf_missing & np.isinf(v)))]
+                with np.errstate(invalid="ignore"):
+                    want = np.quantile(v, probs) if v.size else np.full(len(probs), np.nan)
+                np.testing.assert_array_equal(got[:, i, j], want)
+            start += r
+
+
 def test_range_maps_min_to_a_and_max_to_b_with_gamma_and_beta() -> None:
     frame = pl.DataFrame({"x": [3.0, None, -1.0, 7.0, float("nan")]}, nan_to_null=False)
     out = BatchNorm(scale="range", feature_range=(2.0, 5.0)).fit(frame).transform(frame)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import typer
 
 from ..core import drift as dr
-from ..core.errors import DataError, StatsFileError, UsageError
+from ..core.errors import DataError, StatsFileError, UsageError, phrase
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..core.model import merge as merge_models
 from ..core.scalers import check_running
@@ -901,6 +901,16 @@ def inspect(
             f"num_batches_tracked {model.num_batches_tracked_:,}",
             highlight=False,
         )
+        if not model.scaling.is_default:
+            q = model.state_.quantiles if model.state_ is not None else None
+            how = (
+                ""
+                if q is None
+                else (" (exact quantiles)" if q.exact else " (approximate quantiles)")
+            )
+            console.stderr.print(
+                f"{phrase(model.scaling.describe(), cli=True)}{how}", highlight=False
+            )
 
 
 class ExportTo(StrEnum):

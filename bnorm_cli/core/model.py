@@ -419,8 +419,9 @@ class BatchNorm:
         out = []
         if fitting and s.trend is not None:
             integer = [s.dtypes.get(c, "").startswith(("Int", "UInt")) for c in s.columns]
+            eps = self.eps if self.scaling.scale == "std" else 0.0  # eps scales std only
             out += diagnostics.fit_messages(
-                s.columns, s.population, self.eps, s.trend, s.fold.batches, integer, self.batch_size
+                s.columns, s.population, eps, s.trend, s.fold.batches, integer, self.batch_size
             )
         if uses_running:
             out += diagnostics.running_messages(s.columns, s.running, self.momentum, s.fold.batches)
