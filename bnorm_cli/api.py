@@ -50,6 +50,8 @@ class BatchNorm(_core.BatchNorm):
             if first is None:
                 return self
             result = column_quantiles(one_pass, self.columns_, probs, one_pass=True)
+            for _ in chunks:  # the statistics need every row, whatever the quantiles read
+                pass
         self.set_quantiles(Quantiles(probs, result.values, result.exact, result.rank_error))
         if not result.exact:
             state = self.state_

@@ -247,6 +247,41 @@ def test_batch_quantiles_are_numpys_bits(seed: int) -> None:
             start += r
 
 
+EXTREME = [(kw, make) for kw, make in CHOICES if kw.get("scale") in ("range", "maxabs", "iqr")]
+
+
+@pytest.mark.parametrize(("options", "make"), EXTREME, ids=[str(kw) for kw, _ in EXTREME])
+def test_extreme_magnitudes(options: dict[str, Any], make: Callable[[], Any]) -> None:
+    """Values near 1e300 (their variance is beyond float64, their range is not)."""
+    rng = np.random.default_rng(5)
+    frame = pl.DataFrame({"x": rng.normal(0.0, 1e300, 101), "y": 1e300 + np.arange(101.0) * 1e285})
+    x = values(frame, ["x", "y"])
+    scaler, want = sklearn_fit_transform(make, x)
+    got = values(BatchNorm(batch_size=7, **options).fit(frame).transform(frame), ["x", "y"])
+    assert_float64_close(got, want, x, multiplier(scaler))
+
+
+def test_a_range_beyond_float64_is_refused_naming_the_column() -> None:
+    from bnorm_cli.core.errors import DataError
+
+    frame = pl.DataFrame({"ok": [1.0, 2.0], "wide": [-1.5e308, 1.5e308]})
+    with pytest.raises(DataError, match='column "wide": its population range exceeds'):
+        BatchNorm(scale="range").fit(frame).transform(frame)
+
+
+def test_a_model_without_its_quantiles_cannot_be_saved() -> None:
+    from bnorm_cli.core.model import BatchNorm as CoreBatchNorm
+
+    core = CoreBatchNorm(scale="iqr").fit(make_frame())  # the core does no quantile pass
+    with pytest.raises(UsageError, match="no quantiles to save"):
+        stats_file.dumps(core)
+    with pytest.raises(UsageError, match="needs quantiles, which this model has not computed"):
+        core.transform(make_frame())
+    partial = BatchNorm(scale="maxabs", batch_size=N).partial_fit(make_frame())
+    loaded = stats_file.from_dict(json.loads(stats_file.dumps(partial)))
+    assert loaded.transform(make_frame()).equals(partial.transform(make_frame()))
+
+
 def test_range_maps_min_to_a_and_max_to_b_with_gamma_and_beta() -> None:
     frame = pl.DataFrame({"x": [3.0, None, -1.0, 7.0, float("nan")]}, nan_to_null=False)
     out = BatchNorm(scale="range", feature_range=(2.0, 5.0)).fit(frame).transform(frame)
@@ -516,6 +551,8 @@ def test_cli_usage_errors(tmp_path: Path, data: tuple[Path, pl.DataFrame]) -> No
     assert "--use running" in r.stderr
     r = invoke(["fit", path, "-s", stats, "--update"], 2)
     assert "--update" in r.stderr and "quantiles" in r.stderr
+    r = invoke(["normalize", path, "-o", out, "-s", tmp_path / "n.json", "--scale", "iqr"], 2)
+    assert "normalize (one pass, per-batch statistics) does not compute" in r.stderr
     assert not out.exists()
 
 

@@ -778,6 +778,12 @@ def normalize(
         )
         if mode is ModeOpt.running:
             check_running(model.scaling, "--mode running")
+        if stats and model.scaling.needs_quantiles:
+            raise UsageError(
+                "-s: a statistics file with a median or IQR needs the quantiles of all the"
+                " data, which normalize (one pass, per-batch statistics) does not compute;"
+                " write it with `bnorm fit`"
+            )
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)

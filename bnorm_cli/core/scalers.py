@@ -238,17 +238,18 @@ def build(
     if s.scale == "std":
         mp.check_finite_var(get("var"), columns, what)
         return mp.build(c_hi, c_lo, get("var"), eps, gamma, beta)
-    if s.scale == "none":
-        spread = np.ones_like(mean_hi)
-    elif s.scale == "iqr":
-        assert quantiles is not None
-        lo, hi = (quantiles.of(q / 100.0) for q in s.quantile_range)
-        spread = hi - lo
-    elif s.scale == "range":
-        spread = get("max") - get("min")
-    else:  # maxabs: the largest distance from the centre
-        centre = c_hi + c_lo
-        spread = np.fmax(get("max") - centre, centre - get("min"))
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float64: refused below
+        if s.scale == "none":
+            spread = np.ones_like(mean_hi)
+        elif s.scale == "iqr":
+            assert quantiles is not None
+            lo, hi = (quantiles.of(q / 100.0) for q in s.quantile_range)
+            spread = hi - lo
+        elif s.scale == "range":
+            spread = get("max") - get("min")
+        else:  # maxabs: the largest distance from the centre
+            centre = c_hi + c_lo
+            spread = np.fmax(get("max") - centre, centre - get("min"))
     check_finite_spread(spread, columns, s, what)
     spread = handle_zeros(spread)
     if s.scale == "range":

@@ -232,9 +232,10 @@ def _fit_quantiles(
     start(model, source)
     columns, probs = model.columns_, model.scaling.probs
     if again is None:
-        result = column_quantiles(
-            lambda: _fit_pass(model, source, progress, profile), columns, probs, one_pass=True
-        )
+        fitting = _fit_pass(model, source, progress, profile)
+        result = column_quantiles(lambda: fitting, columns, probs, one_pass=True)
+        for _ in fitting:  # the statistics need every row, whatever the quantiles read
+            pass
     else:
         for _ in _fit_pass(model, source, progress, profile):
             pass

@@ -180,6 +180,8 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
     if q is not None:
         for i, c in enumerate(model.columns_):
             columns[c]["quantiles"] = [None if math.isnan(v) else float(v) for v in q.values[:, i]]
+    requires: list[str] = []  # features a reader must know (KNOWN_FEATURES), in order
+    scaling = _scaling(model, requires)
     summary = model.summary_
     if summary is not None:
         for j, c in enumerate(model.columns_):
@@ -204,23 +206,30 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         "rows": model.rows_,
         "num_batches_tracked": model.num_batches_tracked_,
         **({"segments": segments} if len(segments := model.segments_) > 1 else {}),
-        **_scaling(model),
+        **({"requires": requires} if requires else {}),
+        **scaling,
         "input_columns": dict(model.input_schema_),
         **({"reading": dict(model.reading_)} if model.reading_ else {}),
         "columns": columns,
     }
 
 
-def _scaling(model: BatchNorm) -> dict[str, Any]:
+def _scaling(model: BatchNorm, requires: list[str]) -> dict[str, Any]:
     """The centre/scale choice, when not mean/std: required, so that an older bnorm
     refuses the file rather than apply it as mean/std; and how its quantiles were found."""
     record = model.scaling.record()
     if not record:
         return {}
+    requires.append(SCALER_FEATURE)
     q = model.state_.quantiles if model.state_ is not None else None
+    if model.scaling.needs_quantiles and q is None:
+        raise UsageError(
+            f"{model.scaling.describe()}: this model has no quantiles to save (they come from"
+            " fit, which reads all the data; not from partial_fit or normalize); fit it first"
+        )
     if q is not None:
         record["quantiles"] = {"probs": list(q.probs), "exact": q.exact, "rank_error": q.rank_error}
-    return {"requires": [SCALER_FEATURE], **record}
+    return record
 
 
 def dumps(model: BatchNorm) -> str:
