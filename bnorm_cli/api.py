@@ -52,15 +52,8 @@ class BatchNorm(_core.BatchNorm):
             result = column_quantiles(one_pass, self.columns_, probs, one_pass=True)
             for _ in chunks:  # the statistics need every row, whatever the quantiles read
                 pass
-        self.set_quantiles(Quantiles(probs, result.values, result.exact, result.rank_error))
-        if not result.exact:
-            state = self.state_
-            assert state is not None
-            state.warnings.append(
-                f"the {self.scaling.describe()} statistics are approximate (one pass over an"
-                f" iterator: each quantile's rank is within {result.rank_error:.2g} of the"
-                " count); for exact ones pass a frame or a list of frames"
-            )
+        q = Quantiles(probs, result.values, result.exact, result.rank_error)
+        self.set_quantiles(q, "fit", "for exact ones pass a frame or a list of frames")
         return self
 
     def save(self, path: str | os.PathLike[str]) -> None:

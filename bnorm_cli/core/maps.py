@@ -97,15 +97,18 @@ def build(
     )
 
 
-def check_finite_var(var: np.ndarray, columns: Sequence[str], what: str) -> None:
-    """A variance beyond float64 would scale every value to 0: refuse it, naming the column."""
+def check_finite_var(
+    var: np.ndarray, columns: Sequence[str], what: str, statistic: str = "variance"
+) -> None:
+    """A variance (or another spread) beyond float64 would scale every value to 0:
+    refuse it, naming the column."""
     bad = ~np.isfinite(var)
     if bad.any():
         at = np.argwhere(bad)[0]
         column = columns[int(at[-1])]
         batch = int(at[0]) if var.ndim == 2 else None
         raise DataError(
-            f'column "{column}": its {what} variance exceeds the float64 range; rescale the'
+            f'column "{column}": its {what} {statistic} exceeds the float64 range; rescale the'
             f" column or leave it out with {opt('exclude', column)}",
             column=column,
             batch=batch,

@@ -362,9 +362,16 @@ class BatchNorm:
             ]
         return frame.select(exprs)
 
-    def set_quantiles(self, q: Quantiles) -> None:
-        """The quantiles of the fitted columns (computed by an engine, `scalers`)."""
-        self._state().quantiles = q
+    def set_quantiles(self, q: Quantiles, source: str, fix: str) -> None:
+        """The quantiles of the fitted columns (computed by an engine, `scalers`); an
+        approximate one-pass estimate is noted as a warning naming ``source`` and ``fix``."""
+        state = self._state()
+        state.quantiles = q
+        if not q.exact:
+            state.warnings.append(
+                f"{source}: the {self.scaling.describe()} statistics are approximate (one pass:"
+                f" each quantile's rank may be off by {q.rank_error:.2g} of the count); {fix}"
+            )
 
     def iter_batches(
         self, data: Data | Iterable[Data], rows: int | None = None

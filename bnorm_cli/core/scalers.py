@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from . import maps as mp
-from .errors import DataError, UsageError, opt
+from .errors import UsageError, opt
 from .fold import Population
 
 CENTERS = ("mean", "median", "none")
@@ -250,7 +250,8 @@ def build(
         else:  # maxabs: the largest distance from the centre
             centre = c_hi + c_lo
             spread = np.fmax(get("max") - centre, centre - get("min"))
-    check_finite_spread(spread, columns, s, what)
+    # NaN (no value) is 1 below; an infinite spread is refused
+    mp.check_finite_var(np.where(np.isnan(spread), 0.0, spread), columns, what, s.scale)
     spread = handle_zeros(spread)
     if s.scale == "range":
         a, b = s.feature_range
@@ -265,22 +266,6 @@ def build(
 def handle_zeros(spread: np.ndarray) -> np.ndarray:
     """scikit-learn's rule: a spread of 0 (constant column) or none (no values) is 1."""
     return np.where((spread == 0.0) | np.isnan(spread), 1.0, spread)
-
-
-def check_finite_spread(spread: np.ndarray, columns: Sequence[str], s: Scaling, what: str) -> None:
-    """A spread beyond float64 (a column from -1e308 to 1e308) would map every value
-    to one point: refuse it, naming the column."""
-    bad = np.isinf(spread)
-    if bad.any():
-        at = np.argwhere(bad)[0]
-        column = columns[int(at[-1])]
-        batch = int(at[0]) if spread.ndim == 2 else None
-        raise DataError(
-            f'column "{column}": its {what} {s.scale} exceeds the float64 range; rescale the'
-            f" column or leave it out with {opt('exclude', column)}",
-            column=column,
-            batch=batch,
-        )
 
 
 def check_running(s: Scaling, why: str) -> None:

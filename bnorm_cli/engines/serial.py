@@ -248,15 +248,8 @@ def _fit_quantiles(
         result = column_quantiles(passes, columns, probs)
     if result.columns != tuple(columns) or result.probs != probs:
         raise AssertionError("column_quantiles answered another question")
-    model.set_quantiles(Quantiles(probs, result.values, result.exact, result.rank_error))
-    if not result.exact:
-        state = model.state_
-        assert state is not None
-        state.warnings.append(
-            f"{source.name}: the {model.scaling.describe()} statistics are approximate (one pass"
-            f" over a pipe: each quantile's rank is within {result.rank_error:.2g} of the count);"
-            " for exact ones fit a file, which bnorm reads again"
-        )
+    q = Quantiles(probs, result.values, result.exact, result.rank_error)
+    model.set_quantiles(q, source.name, "for exact ones fit a file (bnorm reads it again)")
 
 
 def _fit_group(
