@@ -44,8 +44,9 @@ class BatchNorm(_core.BatchNorm):
 
             def one_pass() -> Iterator[pl.DataFrame]:
                 if first is not None:
-                    yield first
-                yield from chunks
+                    yield self.fitted_values(first)
+                for chunk in chunks:
+                    yield self.fitted_values(chunk)
 
             if first is None:
                 return self

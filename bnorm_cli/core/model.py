@@ -337,8 +337,8 @@ class BatchNorm:
         return self
 
     def fitting(self, data: Data | Iterable[Data]) -> Iterator[pl.DataFrame]:
-        """`fit`, yielding each chunk of fitted columns once it is accounted for (so a
-        one-pass input can feed the quantiles in the same pass)."""
+        """`fit`, yielding each chunk once it is accounted for (so a one-pass input
+        can feed the quantiles in the same pass)."""
         self.state_ = None
         for chunk in self.iter_batches(data, chunk_rows(self.batch_size)):
             if self.state_ is None:
@@ -346,7 +346,7 @@ class BatchNorm:
             else:
                 self.check_schema(chunk.schema)
             self.fit_batches(chunk)
-            yield self.fitted_values(chunk)
+            yield chunk
         if self.state_ is None and isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch):
             self.start(_polars(data).schema)  # no rows: the columns are still known
 

@@ -73,10 +73,13 @@ class Profile(Protocol):
 def output_schema(schema: pa.Schema, columns: list[str], dtype: OutType) -> pa.Schema:
     """The input schema with each normalized column turned into its output type."""
     chosen = set(columns)
+    known: dict[pl.DataType, pa.DataType] = {}
 
     def arrow(name: str) -> pa.DataType:
         t = target(dtype, name)
-        return pl.DataFrame(schema={name: t}).to_arrow().schema.field(0).type
+        if t not in known:
+            known[t] = pl.DataFrame(schema={"x": t}).to_arrow().schema.field(0).type
+        return known[t]
 
     return pa.schema(
         [pa.field(f.name, arrow(f.name), nullable=True) if f.name in chosen else f for f in schema]
@@ -207,7 +210,7 @@ def fit(
 def _fit_pass(
     model: BatchNorm, source: Source, progress: Progress, profile: Profile | None
 ) -> Iterator[pl.DataFrame]:
-    """The fit's pass over ``source``, yielding each chunk's fitted values once folded."""
+    """The fit's pass over ``source``, yielding each chunk's fitted columns once folded."""
     for batch in _chunks(source, chunk_rows(model.batch_size), progress):
         frame = _numeric(batch, model.columns_)
         try:
@@ -217,7 +220,7 @@ def _fit_pass(
         trace = model.fold(table, trace=profile is not None)
         if profile is not None and trace is not None:
             _observe(profile, frame, None, table, trace)
-        yield model.fitted_values(frame)
+        yield frame
 
 
 def _fit_quantiles(
@@ -233,7 +236,8 @@ def _fit_quantiles(
     columns, probs = model.columns_, model.scaling.probs
     if again is None:
         fitting = _fit_pass(model, source, progress, profile)
-        result = column_quantiles(lambda: fitting, columns, probs, one_pass=True)
+        values = (model.fitted_values(frame) for frame in fitting)
+        result = column_quantiles(lambda: values, columns, probs, one_pass=True)
         for _ in fitting:  # the statistics need every row, whatever the quantiles read
             pass
     else:
