@@ -41,7 +41,7 @@ def scheduler() -> Iterator[str]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",  # not 8787: another run on the machine may hold it
     )
     try:
         yield cluster.scheduler_address

@@ -282,6 +282,20 @@ def test_a_model_without_its_quantiles_cannot_be_saved() -> None:
     assert loaded.transform(make_frame()).equals(partial.transform(make_frame()))
 
 
+def test_train_step_uses_the_batch_own_median_and_iqr() -> None:
+    frame = make_frame()
+    model = BatchNorm(center="median", scale="iqr", columns=["normal", "ties", "with_nan"])
+    for start in range(0, N, 50):
+        batch = frame.slice(start, 50)
+        got = values(model.train_step(batch), ["normal", "ties", "with_nan"])
+        x = values(batch, ["normal", "ties", "with_nan"])
+        scaler, want = sklearn_fit_transform(RobustScaler, x)
+        assert_float64_close(got, want, x, multiplier(scaler))
+    assert model.rows_ == N
+    with pytest.raises(UsageError, match="no quantiles to save"):
+        stats_file.dumps(model)
+
+
 def test_range_maps_min_to_a_and_max_to_b_with_gamma_and_beta() -> None:
     frame = pl.DataFrame({"x": [3.0, None, -1.0, 7.0, float("nan")]}, nan_to_null=False)
     out = BatchNorm(scale="range", feature_range=(2.0, 5.0)).fit(frame).transform(frame)

@@ -308,7 +308,10 @@ class BatchNorm:
                 " batches seen one at a time cannot update exactly; call fit (which reads the"
                 " data twice) or choose a mean centre and a std, range or maxabs scale"
             )
-        frame = _polars(batch)
+        return self._partial_fit(_polars(batch), rows)
+
+    def _partial_fit(self, frame: pl.DataFrame, rows: int | None) -> BatchNorm:
+        """`partial_fit` without the quantile check (`train_step` needs only the batch's)."""
         if self.state_ is None:
             self.start(frame.schema)
         else:
@@ -563,13 +566,23 @@ class BatchNorm:
         frame = _polars(batch)
         if mode == "running":
             sc.check_running(self.scaling, opt("mode", "running"))
-        self.partial_fit(frame, rows)
+        self._partial_fit(frame, rows)
         s = self._state()
         types = self.output_types(dtype, frame.schema)
         if mode == "running":
             return mp.apply_maps(frame, self.maps("running"), types)
         pop = Population.of([self.last_moments_[c] for c in s.columns])
-        maps = sc.build(self.scaling, pop, None, self.eps, s.gamma, s.beta, s.columns, "batch")
+        q = None
+        if self.scaling.needs_quantiles:  # the batch's own, from the batch in memory
+            per_batch = sc.batch_quantiles(
+                frame,
+                s.columns,
+                np.array([frame.height]),
+                self.scaling.probs,
+                self.inf == "missing",
+            )
+            q = Quantiles(per_batch.probs, per_batch.values[:, 0, :])
+        maps = sc.build(self.scaling, pop, q, self.eps, s.gamma, s.beta, s.columns, "batch")
         return mp.apply_maps(frame, maps.by_column(s.columns), types)
 
     def normalize_batches(

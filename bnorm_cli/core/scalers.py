@@ -289,6 +289,8 @@ def batch_quantiles(
     definition (the same bits as ``np.quantile`` of the batch's valid values;
     +/-inf are values unless ``inf_missing``). A batch is in memory, so these are
     exact; all batches of a chunk are sorted at once (no loop over batches)."""
+    if not columns:
+        return Quantiles(tuple(probs), np.empty((len(probs), len(rows), 0)))
     block = frame.select(pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in columns).to_numpy()
     if inf_missing:
         block = np.where(np.isinf(block), np.nan, block)
