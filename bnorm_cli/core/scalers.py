@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 
 from . import maps as mp
+from .brackets import lerp
 from .errors import UsageError, opt
 from .fold import Population
 
@@ -309,13 +310,5 @@ def batch_quantiles(
         t = virtual - lo
         a = np.take_along_axis(cube, np.clip(lo, 0, None)[:, None, :], axis=1)[:, 0, :]
         b = np.take_along_axis(cube, np.clip(hi, 0, None)[:, None, :], axis=1)[:, 0, :]
-        out[i] = np.where(n > 0, _lerp(a, b, t), np.nan)
+        out[i] = np.where(n > 0, lerp(a, b, t), np.nan)
     return Quantiles(tuple(probs), out)
-
-
-def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """numpy's quantile interpolation (``numpy.lib._function_base_impl._lerp``), for
-    the same bits: ``a + (b - a) * t``, or ``b - (b - a) * (1 - t)`` from t = 0.5."""
-    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as numpy gives
-        diff = b - a
-        return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
