@@ -104,7 +104,13 @@ def serial_reference(tmp: Path, paths: list[Path], *args: Any) -> Path:
 
 @pytest.mark.parametrize(
     "options",
-    [["-b", "7"], ["-b", "1000", "--momentum", "cumulative"], ["-b", "65536", "-x", "k"]],
+    [
+        ["-b", "7"],
+        ["-b", "1000", "--momentum", "cumulative"],
+        ["-b", "65536", "-x", "k"],
+        ["-b", "7", "--scale", "range", "--range", "-1,1"],
+        ["-b", "64", "--scale", "maxabs", "--center", "mean"],
+    ],
 )
 def test_fit(
     tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], options: list[str]
@@ -128,14 +134,25 @@ def test_fit_update(
 
 
 @pytest.mark.parametrize(
-    "options", [["--use", "population"], ["--use", "running", "--dtype", "float32"], ["--inverse"]]
+    ("options", "scaling"),
+    [
+        (["--use", "population"], []),
+        (["--use", "running", "--dtype", "float32"], []),
+        (["--inverse"], []),
+        (["--dtype", "same"], ["--scale", "range"]),
+        (["--inverse"], ["--scale", "maxabs"]),
+    ],
 )
 def test_transform(
-    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], options: list[str]
+    tmp_path: Path,
+    dataset: tuple[list[Path], pl.DataFrame],
+    engine: list[str],
+    options: list[str],
+    scaling: list[str],
 ) -> None:
     paths, whole = dataset
     stats = tmp_path / "stats.json"
-    run(["fit", *paths, "-s", stats, "-b", "100", "-q"])
+    run(["fit", *paths, "-s", stats, "-b", "100", "-q", *scaling])
     expected = serial_reference(tmp_path, paths, "transform", "-s", stats, *options)
     out = tmp_path / ("out" if engine else "out.parquet")
     run(["transform", *paths, "-s", stats, "-o", out, *options, "-q", *engine])
@@ -144,17 +161,19 @@ def test_transform(
     assert_frame_equal(got, read_output(expected))
 
 
-@pytest.mark.parametrize("mode", ["batch", "running"])
+@pytest.mark.parametrize(
+    "mode", [["batch"], ["running"], ["batch", "--scale", "range"], ["batch", "--center", "none"]]
+)
 def test_normalize(
-    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], mode: str
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], mode: list[str]
 ) -> None:
     paths, _ = dataset
     serial_stats, stats = tmp_path / "serial.json", tmp_path / "stats.json"
     expected = serial_reference(
-        tmp_path, paths, "normalize", "--mode", mode, "-b", "64", "-s", serial_stats
+        tmp_path, paths, "normalize", "--mode", *mode, "-b", "64", "-s", serial_stats
     )
     out = tmp_path / ("out" if engine else "out.parquet")
-    run(["normalize", *paths, "-o", out, "--mode", mode, "-b", "64", "-s", stats, "-q", *engine])
+    run(["normalize", *paths, "-o", out, "--mode", *mode, "-b", "64", "-s", stats, "-q", *engine])
     assert_frame_equal(read_output(out), read_output(expected))
     assert stats.read_text() == serial_stats.read_text()
 
@@ -188,6 +207,21 @@ def test_bad_weights_fail_alike(tmp_path: Path, engine: list[str]) -> None:
     failed = run(["fit", path, "-s", tmp_path / "s.json", "-b", "100", "--weight", "w", *engine], 1)
     assert "batch 44:" in failed.stderr and "row 4322" in failed.stderr
     assert "negative" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_dask_refuses_median_and_iqr(
+    tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], scheduler: str
+) -> None:
+    paths, _ = dataset
+    dask = ["--engine", "dask", "--scheduler", scheduler]
+    for cmd in (
+        ["fit", *paths, "-s", tmp_path / "s.json"],
+        ["normalize", *paths, "-o", tmp_path / "o"],
+    ):
+        for choice in (["--scale", "iqr"], ["--center", "median"]):
+            result = run([*cmd, *choice, *dask], 2)
+            assert "--engine dask: a median or IQR needs exact quantiles" in result.stderr
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "o").exists()
 
 
 def test_arrow_ipc_file(tmp_path: Path, engine: list[str]) -> None:

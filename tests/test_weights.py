@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from bnorm_cli import BatchNorm
 from bnorm_cli.cli.app import app
-from bnorm_cli.core.errors import DataError, StatsFileError
+from bnorm_cli.core.errors import DataError, StatsFileError, UsageError
 from bnorm_cli.core.model import merge
 from bnorm_cli.io import stats_file
 
@@ -336,7 +336,7 @@ def test_statistics_file_round_trip_and_requires(tmp_path: Path, monkeypatch: An
             stats_file.from_dict(broken)
     plain = BatchNorm(batch_size=64).fit(frame.drop("w"))
     text = stats_file.dumps(plain)
-    assert "weight" not in text and "requires" not in text
+    assert '"weight"' not in text and "weight_sum" not in text and "requires" not in text
 
 
 # -- the CLI -------------------------------------------------------------------------------------
@@ -459,3 +459,9 @@ def test_cli_wide_input_fitted_by_column_groups(tmp_path: Path) -> None:
     ref = exact_weighted(cols["c150"], w)
     assert ref is not None
     assert got["c150"]["var"] == pytest.approx(float(ref[2]), rel=1e-13)
+
+
+@pytest.mark.parametrize("choice", [{"scale": "iqr"}, {"center": "median"}])
+def test_weighted_quantiles_refused(choice: dict[str, str]) -> None:
+    with pytest.raises(UsageError, match="weighted quantiles"):
+        BatchNorm(weight="w", **choice)  # type: ignore[arg-type]

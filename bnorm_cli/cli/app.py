@@ -16,9 +16,10 @@ import pyarrow as pa
 import typer
 
 from ..core import drift as dr
-from ..core.errors import DataError, StatsFileError, UsageError
+from ..core.errors import DataError, StatsFileError, UsageError, phrase
 from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
 from ..core.model import merge as merge_models
+from ..core.scalers import check_running
 from ..engines import serial
 from ..io import stats_file, streams
 from ..io.atomic import check_run_paths, check_writable_target, staged, write_text, writes_through
@@ -34,6 +35,8 @@ from .exits import OneLineErrors, handled, run
 from .options import (
     BatchSize,
     Beta,
+    Center,
+    CenterOpt,
     Columns,
     Debug,
     DecimalComma,
@@ -48,6 +51,7 @@ from .options import (
     Eps,
     Exclude,
     FailOnDrift,
+    FeatureRange,
     Gamma,
     Inf,
     InfOpt,
@@ -60,8 +64,11 @@ from .options import (
     Output,
     OutputFormat,
     Overwrite,
+    QuantileRange,
     Quiet,
     ReportPath,
+    Scale,
+    ScaleOpt,
     Scheduler,
     StatsIn,
     StatsOut,
@@ -70,6 +77,7 @@ from .options import (
     Weight,
     Workers,
     names,
+    pair,
     per_column,
     reading_record,
     text_options,
@@ -110,8 +118,11 @@ def _root(
     """Batch Normalization for tabular data: fit, transform, normalize, inspect."""
 
 
-def _dtype(d: DType) -> type[pl.DataType]:
-    return pl.Float32 if d is DType.float32 else pl.Float64
+def _dtype(d: DType | None) -> str | type[pl.DataType] | None:
+    """--dtype as the engines take it (None: float64, and the fitted types for --inverse)."""
+    if d is None:
+        return None
+    return {DType.float32: pl.Float32, DType.float64: pl.Float64}.get(d, "same")
 
 
 def _profile(report_path: str | None) -> Profile | None:
@@ -261,6 +272,10 @@ _FIT_OPTIONS = {
     "beta": "--beta",
     "inf": "--inf",
     "weight": "--weight",
+    "center": "--center",
+    "scale": "--scale",
+    "feature_range": "--range",
+    "quantile_range": "--quantile-range",
 }
 
 
@@ -336,6 +351,10 @@ def fit(
     exclude: Exclude = None,
     gamma: Gamma = None,
     beta: Beta = None,
+    center: Center = None,
+    scale: Scale = ScaleOpt.std,
+    feature_range: FeatureRange = None,
+    quantile_range: QuantileRange = None,
     input_format: InputFormat = None,
     encoding: Encoding = "utf-8",
     delimiter: Delimiter = None,
@@ -379,7 +398,17 @@ def fit(
             _same_options(_given(ctx), fresh, model, old)
         else:
             model = _model(
-                batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch, weight
+                batch_size,
+                momentum,
+                eps,
+                columns,
+                exclude,
+                gamma,
+                beta,
+                inf,
+                sketch,
+                weight,
+                (center, scale, feature_range, quantile_range),
             )
         if report_path:
             report.check_report_path(report_path)
@@ -402,10 +431,26 @@ def fit(
             for f in expand_inputs(inputs, input_format)
         )
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        if units is not None and model.scaling.needs_quantiles:
+            from ..engines.dask_engine import DASK_QUANTILES
+
+            raise UsageError(DASK_QUANTILES)
+
+        def again() -> Source:  # the whole input anew, for exact quantiles
+            return open_inputs(
+                inputs, input_format, model, True, encoding, True, only=model.columns_, text=text
+            )
+
         with _progress("fit", source.total_rows, quiet) as advance:
             if units is None:
                 serial.fit(
-                    model, source, advance, profile, reopen if columnar else None, resume=resume
+                    model,
+                    source,
+                    advance,
+                    profile,
+                    reopen if columnar else None,
+                    resume=resume,
+                    again=again if _rereadable(inputs, input_format) else None,
                 )
             else:
                 from ..engines import dask_engine
@@ -461,7 +506,16 @@ def transform(
     no_default_nulls: NoDefaultNulls = False,
     decimal_comma: DecimalComma = False,
     output_format: OutputFormat = None,
-    dtype: DTypeOpt = DType.float64,
+    dtype: Annotated[
+        DType | None,
+        typer.Option(
+            "--dtype",
+            help="Type of the normalized columns; same: float32 columns stay float32."
+            r" With --inverse: the fitted types (integers rounded back) \[default: float64;"
+            " same with --inverse]",
+            show_default=False,
+        ),
+    ] = None,
     inf: Annotated[
         InfOpt | None,
         typer.Option(
@@ -758,6 +812,10 @@ def normalize(
     exclude: Exclude = None,
     gamma: Gamma = None,
     beta: Beta = None,
+    center: Center = None,
+    scale: Scale = ScaleOpt.std,
+    feature_range: FeatureRange = None,
+    quantile_range: QuantileRange = None,
     input_format: InputFormat = None,
     encoding: Encoding = "utf-8",
     delimiter: Delimiter = None,
@@ -781,7 +839,27 @@ def normalize(
     from ..io.writers import write_batches
 
     with handled(debug, "bnorm normalize"):
-        model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, True, weight)
+        model = _model(
+            batch_size,
+            momentum,
+            eps,
+            columns,
+            exclude,
+            gamma,
+            beta,
+            inf,
+            True,
+            weight,
+            scaling=(center, scale, feature_range, quantile_range),
+        )
+        if mode is ModeOpt.running:
+            check_running(model.scaling, "--mode running")
+        if stats and model.scaling.needs_quantiles:
+            raise UsageError(
+                "-s: a statistics file with a median or IQR needs the quantiles of all the"
+                " data, which normalize (one pass, per-batch statistics) does not compute;"
+                " write it with `bnorm fit`"
+            )
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -906,6 +984,16 @@ def inspect(
             f"num_batches_tracked {model.num_batches_tracked_:,}",
             highlight=False,
         )
+        if not model.scaling.is_default:
+            q = model.state_.quantiles if model.state_ is not None else None
+            how = (
+                ""
+                if q is None
+                else (" (exact quantiles)" if q.exact else " (approximate quantiles)")
+            )
+            console.stderr.print(
+                f"{phrase(model.scaling.describe(), cli=True)}{how}", highlight=False
+            )
 
 
 class ExportTo(StrEnum):
@@ -920,7 +1008,8 @@ def export(
         ExportTo,
         typer.Option(
             "--to",
-            help="torch: BatchNorm1d state_dict (safetensors); sklearn: StandardScaler (JSON).",
+            help="torch: BatchNorm1d state_dict (safetensors); sklearn: the matching scaler"
+            " (StandardScaler, MinMaxScaler, RobustScaler, MaxAbsScaler; JSON).",
         ),
     ],
     output: Output,
@@ -929,11 +1018,12 @@ def export(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Write the statistics as a PyTorch BatchNorm1d state_dict or a StandardScaler.
+    """Write the statistics as a PyTorch BatchNorm1d state_dict or a scikit-learn scaler.
 
     torch: load with `bn = torch.nn.BatchNorm1d(C, eps=EPS)` then
     `bn.load_state_dict(safetensors.torch.load_file(PATH))`; in eval mode it
-    reproduces `transform --use running`. sklearn: see `bnorm_cli.export`.
+    reproduces `transform --use running` (mean/std fits only). sklearn: the matching
+    scaler's fitted attributes; see `bnorm_cli.io.export`.
     """
     from ..io import export as ex
 
@@ -1112,9 +1202,16 @@ def _model(
     inf: InfOpt,
     sketch: bool = True,
     weight: str | None = None,
+    scaling: tuple[CenterOpt | None, ScaleOpt, str | None, str | None] = (
+        None,
+        ScaleOpt.std,
+        None,
+        None,
+    ),
 ) -> BatchNorm:
     g = per_column(gamma, "--gamma")
     b = per_column(beta, "--beta")
+    center, scale, feature_range, quantile_range = scaling
     return BatchNorm(
         batch_size=batch_size,
         momentum=momentum,
@@ -1126,6 +1223,18 @@ def _model(
         inf=inf.value,  # type: ignore[arg-type]
         sketch=sketch,
         weight=weight,
+        center=None if center is None else center.value,
+        scale=scale.value,
+        feature_range=pair(feature_range, "--range"),
+        quantile_range=pair(quantile_range, "--quantile-range"),
+    )
+
+
+def _rereadable(inputs: list[str], input_format: str | None) -> bool:
+    """Whether every input can be read again from the start (not stdin or a FIFO)."""
+    return all(
+        f.path != "-" and (is_url(f.path) or os.path.isfile(f.path))
+        for f in expand_inputs(inputs, input_format)
     )
 
 

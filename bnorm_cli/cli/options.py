@@ -28,6 +28,21 @@ class ModeOpt(StrEnum):
 class DType(StrEnum):
     float64 = "float64"
     float32 = "float32"
+    same = "same"
+
+
+class CenterOpt(StrEnum):
+    mean = "mean"
+    median = "median"
+    none = "none"
+
+
+class ScaleOpt(StrEnum):
+    std = "std"
+    iqr = "iqr"
+    range = "range"
+    maxabs = "maxabs"
+    none = "none"
 
 
 class InfOpt(StrEnum):
@@ -91,7 +106,8 @@ Gamma = Annotated[
     list[str] | None,
     typer.Option(
         "--gamma",
-        help=r"Scale: a number for every column, or col=value (repeatable) \[default: 1]",
+        help=r"Multiplier of the normalized values: a number for every column, or col=value"
+        r" (repeatable) \[default: 1]",
         metavar="[COL=]X",
     ),
 ]
@@ -119,7 +135,50 @@ OutputFormat = Annotated[
     str | None,
     typer.Option("--output-format", help=_FORMAT_HELP, metavar="FORMAT"),
 ]
-DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Type of the normalized columns.")]
+DTypeOpt = Annotated[
+    DType,
+    typer.Option(
+        "--dtype",
+        help="Type of the normalized columns; same: float32 columns stay float32 (the others"
+        " become float64).",
+    ),
+]
+Center = Annotated[
+    CenterOpt | None,
+    typer.Option(
+        "--center",
+        help=r"Subtract the mean, the median, or nothing \[default: the scale's own: mean for"
+        " std and none, median for iqr, none for maxabs; range always starts at the minimum]",
+        show_default=False,
+    ),
+]
+Scale = Annotated[
+    ScaleOpt,
+    typer.Option(
+        "--scale",
+        help="Divide by the std (with --eps), the interquartile range (--quantile-range),"
+        " the range max-min (mapped onto --range), the largest |x - centre|, or nothing."
+        " A zero spread counts as 1.",
+    ),
+]
+FeatureRange = Annotated[
+    str | None,
+    typer.Option(
+        "--range",
+        help=r"With --scale range: the output range A,B (min maps to A, max to B) \[default: 0,1]",
+        metavar="A,B",
+        show_default=False,
+    ),
+]
+QuantileRange = Annotated[
+    str | None,
+    typer.Option(
+        "--quantile-range",
+        help=r"With --scale iqr: the percentiles LO,HI whose spread divides \[default: 25,75]",
+        metavar="LO,HI",
+        show_default=False,
+    ),
+]
 ReportPath = Annotated[
     str | None,
     typer.Option(
@@ -290,6 +349,20 @@ def _quoted(text: str, i: int) -> tuple[str, int]:
             i = end + 2
             continue
         return "".join(out), end + 1
+
+
+def pair(value: str | None, option: str) -> tuple[float, float] | None:
+    """``--range 0,1`` -> (0.0, 1.0) (checked further by the model)."""
+    if value is None:
+        return None
+    parts = value.split(",")
+    try:
+        a, b = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(
+            f"{option} {value!r}: expected two numbers A,B, e.g. {option} 0,1"
+        ) from None
+    return (a, b)
 
 
 def per_column(values: list[str] | None, option: str) -> float | dict[str, float] | None:

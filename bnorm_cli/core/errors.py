@@ -23,6 +23,7 @@ CLI_FLAGS = {
     "gamma": "--gamma",
     "beta": "--beta",
     "inverse": "--inverse",
+    "feature_range": "--range",
 }
 _OPT = re.compile("\x1f([a-z_]+)(?:=([^\x1f]*))?\x1f")
 

@@ -8,6 +8,9 @@ come from differs:
 * batch (BN training mode): the batch's own mean and biased variance;
 * running (BN inference mode): PyTorch ``BatchNorm1d`` running statistics.
 
+Other centre/scale choices (median, IQR, min-max, max-abs) fill the same maps:
+`scalers` builds every map from the statistics; `build` here is the std rule.
+
 The map is applied in that order, never folded into ``a*x + c`` (which cancels
 catastrophically when |mean| >> std). Builders are vectorized: they take and
 return arrays, ``(columns,)`` for one map per column or ``(batches, columns)``
@@ -22,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from . import dtypes
+from .dtypes import OutType
 from .errors import DataError, opt
-from .fold import Population, RunningState
-from .moments import MomentsTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,65 +97,37 @@ def build(
     )
 
 
-def check_finite_var(var: np.ndarray, columns: Sequence[str], what: str) -> None:
-    """A variance beyond float64 would scale every value to 0: refuse it, naming the column."""
+def check_finite_var(
+    var: np.ndarray, columns: Sequence[str], what: str, statistic: str = "variance"
+) -> None:
+    """A variance (or another spread) beyond float64 would scale every value to 0:
+    refuse it, naming the column."""
     bad = ~np.isfinite(var)
     if bad.any():
         at = np.argwhere(bad)[0]
         column = columns[int(at[-1])]
         batch = int(at[0]) if var.ndim == 2 else None
         raise DataError(
-            f'column "{column}": its {what} variance exceeds the float64 range; rescale the'
+            f'column "{column}": its {what} {statistic} exceeds the float64 range; rescale the'
             f" column or leave it out with {opt('exclude', column)}",
             column=column,
             batch=batch,
         )
 
 
-def population_maps(
-    pop: Population, eps: float, gamma: np.ndarray, beta: np.ndarray, columns: Sequence[str]
-) -> Maps:
-    """Inference with the exact population statistics."""
-    check_finite_var(pop.var, columns, "population")
-    return build(pop.mean_hi, pop.mean_lo, pop.var, eps, gamma, beta)
-
-
-def running_maps(
-    run: RunningState | tuple[np.ndarray, np.ndarray],
-    eps: float,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    columns: Sequence[str],
-) -> Maps:
-    """BN inference mode with running statistics (or a trace of them, per batch)."""
-    mean, var = (run.mean, run.var) if isinstance(run, RunningState) else run
-    check_finite_var(var, columns, "running")
-    return build(mean, np.zeros_like(mean), var, eps, gamma, beta)
-
-
-def batch_maps(
-    t: MomentsTable, eps: float, gamma: np.ndarray, beta: np.ndarray, columns: Sequence[str]
-) -> Maps:
-    """BN training mode: each batch's own mean and biased variance.
-
-    A batch with no valid value maps nothing (its values are all missing); a
-    batch with one valid value has variance 0 and maps it to ``beta``.
-    """
-    check_finite_var(t["var"], columns, "batch")
-    return build(t["mean_hi"], t["mean_lo"], t["var"], eps, gamma, beta)
-
-
 def apply_maps(
     frame: pl.DataFrame,
     maps: Mapping[str, AffineMap],
-    dtype: type[pl.DataType] = pl.Float64,
+    dtype: OutType = pl.Float64,
     inverse: bool = False,
 ) -> pl.DataFrame:
-    """Return ``frame`` with each mapped column replaced; other columns untouched."""
+    """Return ``frame`` with each mapped column replaced; other columns untouched.
+    ``dtype``: one type, or one per column (`dtypes`: integers are rounded back)."""
     exprs = [
-        (m.inverse_expr(name) if inverse else m.expr(name)).cast(dtype) for name, m in maps.items()
+        dtypes.cast(m.inverse_expr(name) if inverse else m.expr(name), dtypes.target(dtype, name))
+        for name, m in maps.items()
     ]
-    return frame.with_columns(exprs)
+    return dtypes.check_cast(frame, exprs, dtype)
 
 
 def apply_batch_maps(
@@ -160,7 +135,7 @@ def apply_batch_maps(
     columns: Sequence[str],
     maps: Maps,
     rows: np.ndarray,
-    dtype: type[pl.DataType] = pl.Float64,
+    dtype: OutType = pl.Float64,
 ) -> pl.DataFrame:
     """Each batch of ``frame`` (``rows[i]`` rows, in order) mapped by its own maps."""
     if len(rows) == 1:  # one batch: constants, as `apply_maps` computes them
@@ -174,7 +149,7 @@ def apply_batch_maps(
         x = pl.col(c).cast(pl.Float64)
         centered = (x - per_row(maps.center_hi[:, j])) - per_row(maps.center_lo[:, j])
         y = centered * per_row(maps.scale[:, j]) + per_row(maps.beta[:, j])
-        exprs.append(y.cast(dtype).alias(c))
+        exprs.append(dtypes.cast(y.alias(c), dtypes.target(dtype, c)))
     return frame.with_columns(exprs)
 
 

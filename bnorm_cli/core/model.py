@@ -25,13 +25,16 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from . import diagnostics
+from . import diagnostics, dtypes
 from . import maps as mp
+from . import scalers as sc
 from .diagnostics import Trend
+from .dtypes import Spec
 from .errors import DataError, StatsFileError, UsageError, did_you_mean, opt, phrase
 from .fold import Fold, Momentum, Population, Running, RunningState, merge_folds
 from .frames import to_polars
 from .moments import Moments, MomentsTable, check_weights, table_moments
+from .scalers import Quantiles, Scaling
 from .sketch import Summary
 
 #: Data the API accepts: polars frames or pyarrow tables / record batches.
@@ -66,6 +69,7 @@ class FitState:
     fold: Fold
     warnings: list[str] = field(default_factory=list)
     trend: Trend | None = None  # what the warnings need of the pass (None: loaded from a file)
+    quantiles: Quantiles | None = None  # what a median/iqr choice needs (`scalers`)
 
     @property
     def population(self) -> Population:
@@ -89,6 +93,12 @@ class BatchNorm:
     ``weight``: the name of a column of per-row weights (scikit-learn's
     ``sample_weight`` as a column, so it streams with the rows: frequency weights,
     never normalized itself); the statistics are then weighted (`moments`).
+
+    ``center`` ("mean", "median", "none"; default: the scale's own) and
+    ``scale`` ("std", "iqr", "range", "maxabs", "none") choose how the map is
+    filled (`scalers`): ``scale="range"`` maps min to ``feature_range[0]`` and
+    max to ``feature_range[1]`` (default (0, 1)); ``scale="iqr"`` divides by the
+    spread between the ``quantile_range`` percentiles (default (25, 75)).
     """
 
     def __init__(
@@ -104,11 +114,24 @@ class BatchNorm:
         inf: InfPolicy = "error",
         sketch: bool = True,
         weight: str | None = None,
+        center: str | None = None,
+        scale: str = "std",
+        feature_range: tuple[float, float] | None = None,
+        quantile_range: tuple[float, float] | None = None,
     ) -> None:
         self.sketch = bool(sketch)
         if weight is not None and (not isinstance(weight, str) or not weight):
             raise UsageError(f"{opt('weight')} must be a column name, got {weight!r}")
         self.weight = weight
+        self.scaling: Scaling = sc.check_scaling(center, scale, feature_range, quantile_range)
+        self.center, self.scale = center, scale
+        self.feature_range, self.quantile_range = feature_range, quantile_range
+        if weight is not None and self.scaling.needs_quantiles:
+            raise UsageError(
+                f"{opt('weight')}: weighted quantiles (a weighted median or IQR) are not"
+                f" supported; drop {opt('weight')}, or centre on the mean with a std, range"
+                " or maxabs scale"
+            )
         self.batch_size = check_batch_size(batch_size)
         self.momentum: Momentum = check_momentum(momentum)
         self.eps = check_eps(eps)
@@ -331,7 +354,16 @@ class BatchNorm:
         ``rows`` is the batch's row count when ``batch`` holds only the columns to
         normalize (possibly none); by default its height.
         """
-        frame = _polars(batch)
+        if self.scaling.needs_quantiles:
+            raise UsageError(
+                f"partial_fit: {self.scaling.describe()} needs quantiles of all the data, which"
+                " batches seen one at a time cannot update exactly; call fit (which reads the"
+                " data twice) or choose a mean centre and a std, range or maxabs scale"
+            )
+        return self._partial_fit(_polars(batch), rows)
+
+    def _partial_fit(self, frame: pl.DataFrame, rows: int | None) -> BatchNorm:
+        """`partial_fit` without the quantile check (`train_step` needs only the batch's)."""
         if self.state_ is None:
             self.start(frame.schema)
         else:
@@ -356,6 +388,13 @@ class BatchNorm:
 
     def fit(self, data: Data | Iterable[Data]) -> BatchNorm:
         """Reset, then account for every batch of ``batch_size`` rows."""
+        for _ in self.fitting(data):
+            pass
+        return self
+
+    def fitting(self, data: Data | Iterable[Data]) -> Iterator[pl.DataFrame]:
+        """`fit`, yielding each chunk once it is accounted for (so a one-pass input
+        can feed the quantiles in the same pass)."""
         self.state_ = None
         for chunk in self.iter_batches(data, chunk_rows(self.batch_size)):
             if self.state_ is None:
@@ -363,9 +402,32 @@ class BatchNorm:
             else:
                 self.check_schema(chunk.schema)
             self.fit_batches(chunk)
+            yield chunk
         if self.state_ is None and isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch):
             self.start(_polars(data).schema)  # no rows: the columns are still known
-        return self
+
+    def fitted_values(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The fitted columns of ``frame`` as Float64 values the statistics count
+        (+/-inf are missing with ``inf="missing"``), for the quantiles."""
+        cols = self._state().columns
+        exprs = [pl.col(c).cast(pl.Float64) for c in cols]
+        if self.inf == "missing":
+            exprs = [
+                pl.when(e.is_infinite()).then(None).otherwise(e).alias(c)
+                for e, c in zip(exprs, cols, strict=True)
+            ]
+        return frame.select(exprs)
+
+    def set_quantiles(self, q: Quantiles, source: str, fix: str) -> None:
+        """The quantiles of the fitted columns (computed by an engine, `scalers`); an
+        approximate one-pass estimate is noted as a warning naming ``source`` and ``fix``."""
+        state = self._state()
+        state.quantiles = q
+        if not q.exact:
+            state.warnings.append(
+                f"{source}: the {self.scaling.describe()} statistics are approximate (one pass:"
+                f" each quantile's rank may be off by {q.rank_error:.2g} of the count); {fix}"
+            )
 
     def iter_batches(
         self, data: Data | Iterable[Data], rows: int | None = None
@@ -420,8 +482,9 @@ class BatchNorm:
         out = []
         if fitting and s.trend is not None:
             integer = [s.dtypes.get(c, "").startswith(("Int", "UInt")) for c in s.columns]
+            eps = self.eps if self.scaling.scale == "std" else 0.0  # eps scales std only
             out += diagnostics.fit_messages(
-                s.columns, s.population, self.eps, s.trend, s.fold.batches, integer, self.batch_size
+                s.columns, s.population, eps, s.trend, s.fold.batches, integer, self.batch_size
             )
         if uses_running:
             out += diagnostics.running_messages(s.columns, s.running, self.momentum, s.fold.batches)
@@ -456,48 +519,81 @@ class BatchNorm:
         """The inference-mode maps of every column, as arrays."""
         s = self._state()
         if use == "running":
-            return mp.running_maps(s.running, self.eps, s.gamma, s.beta, s.columns)
-        return mp.population_maps(s.population, self.eps, s.gamma, s.beta, s.columns)
+            return self.running_maps((s.running.mean, s.running.var), opt("use", "running"))
+        return sc.build(
+            self.scaling, s.population, s.quantiles, self.eps, s.gamma, s.beta, s.columns
+        )
+
+    def running_maps(self, run: tuple[np.ndarray, np.ndarray], why: str) -> mp.Maps:
+        """Maps from running (mean, var) arrays (or a trace of them, per batch)."""
+        s = self._state()
+        sc.check_running(self.scaling, why)
+        mean, var = run
+        stats = {"mean_hi": mean, "mean_lo": np.zeros_like(mean), "var": var}
+        return sc.build(self.scaling, stats, None, self.eps, s.gamma, s.beta, s.columns, "running")
+
+    def batch_maps(self, frame: pl.DataFrame | None, table: MomentsTable) -> mp.Maps:
+        """BN training mode: each batch of ``frame`` by its own statistics (`table`:
+        their moments; quantiles, when the choice needs them, of the batch in memory)."""
+        s = self._state()
+        q = None
+        if self.scaling.needs_quantiles:
+            assert frame is not None, "per-batch quantiles need the batch's values"
+            q = sc.batch_quantiles(
+                frame, s.columns, table.rows, self.scaling.probs, self.inf == "missing"
+            )
+        return sc.build(self.scaling, table, q, self.eps, s.gamma, s.beta, s.columns, "batch")
 
     def maps(self, use: Use = "population") -> dict[str, mp.AffineMap]:
         """The inference-mode affine map of each column."""
         return self.map_arrays(use).by_column(self._state().columns)
 
     @overload
-    def transform(
-        self, data: pl.DataFrame, use: Use = ..., dtype: type[pl.DataType] = ...
-    ) -> pl.DataFrame: ...
+    def transform(self, data: pl.DataFrame, use: Use = ..., dtype: Spec = ...) -> pl.DataFrame: ...
     @overload
     def transform(
-        self, data: pa.Table | pa.RecordBatch, use: Use = ..., dtype: type[pl.DataType] = ...
+        self, data: pa.Table | pa.RecordBatch, use: Use = ..., dtype: Spec = ...
     ) -> pa.Table: ...
     def transform(
-        self, data: Data, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
+        self, data: Data, use: Use = "population", dtype: Spec = pl.Float64
     ) -> pl.DataFrame | pa.Table:
-        """Normalize with the fitted statistics (BN inference mode)."""
+        """Normalize with the fitted statistics (BN inference mode). ``dtype``: a
+        float type, or "same" (Float32 columns stay Float32; `dtypes`)."""
         frame = _polars(data)
         self._state()
         self.check_schema(frame.schema)
-        return _like(data, mp.apply_maps(frame, self.maps(use), dtype))
+        types = self.output_types(dtype, frame.schema)
+        return _like(data, mp.apply_maps(frame, self.maps(use), types))
+
+    def output_types(
+        self,
+        dtype: Spec | Mapping[str, pl.DataType],
+        schema: Mapping[str, pl.DataType],
+        inverse: bool = False,
+    ) -> dict[str, pl.DataType]:
+        """Each fitted column's output type (`dtypes.resolve`) for input ``schema``."""
+        return dtypes.resolve(dtype, self.columns_, schema, self.dtypes_, inverse)
 
     @overload
     def inverse_transform(
-        self, data: pl.DataFrame, use: Use = ..., dtype: type[pl.DataType] = ...
+        self, data: pl.DataFrame, use: Use = ..., dtype: Spec = ...
     ) -> pl.DataFrame: ...
     @overload
     def inverse_transform(
-        self, data: pa.Table | pa.RecordBatch, use: Use = ..., dtype: type[pl.DataType] = ...
+        self, data: pa.Table | pa.RecordBatch, use: Use = ..., dtype: Spec = ...
     ) -> pa.Table: ...
     def inverse_transform(
-        self, data: Data, use: Use = "population", dtype: type[pl.DataType] = pl.Float64
+        self, data: Data, use: Use = "population", dtype: Spec = None
     ) -> pl.DataFrame | pa.Table:
-        """Map normalized data back to the original units."""
+        """Map normalized data back to the original units and, by default (``dtype``
+        None or "same"), the original types: integers rounded back (`dtypes`)."""
         frame = _polars(data)
         self._state()
         self.check_schema(frame.schema)
         maps = self.maps(use)
         self.check_invertible(maps)
-        return _like(data, mp.apply_maps(frame, maps, dtype, inverse=True))
+        types = self.output_types(dtype, frame.schema, inverse=True)
+        return _like(data, mp.apply_maps(frame, maps, types, inverse=True))
 
     @staticmethod
     def check_invertible(maps: Mapping[str, mp.AffineMap]) -> None:
@@ -512,7 +608,7 @@ class BatchNorm:
         self,
         batch: Data,
         mode: Mode = "batch",
-        dtype: type[pl.DataType] = pl.Float64,
+        dtype: Spec = pl.Float64,
         rows: int | None = None,
     ) -> pl.DataFrame:
         """One BN training-mode step: account for the batch, then normalize it.
@@ -521,20 +617,32 @@ class BatchNorm:
         statistics just updated by this batch.
         """
         frame = _polars(batch)
-        self.partial_fit(frame, rows)
-        s = self._state()
         if mode == "running":
-            return mp.apply_maps(frame, self.maps("running"), dtype)
+            sc.check_running(self.scaling, opt("mode", "running"))
+        self._partial_fit(frame, rows)
+        s = self._state()
+        types = self.output_types(dtype, frame.schema)
+        if mode == "running":
+            return mp.apply_maps(frame, self.maps("running"), types)
         pop = Population.of([self.last_moments_[c] for c in s.columns])
-        maps = mp.build(pop.mean_hi, pop.mean_lo, pop.var, self.eps, s.gamma, s.beta)
-        mp.check_finite_var(pop.var, s.columns, "batch")
-        return mp.apply_maps(frame, maps.by_column(s.columns), dtype)
+        q = None
+        if self.scaling.needs_quantiles:  # the batch's own, from the batch in memory
+            per_batch = sc.batch_quantiles(
+                frame,
+                s.columns,
+                np.array([frame.height]),
+                self.scaling.probs,
+                self.inf == "missing",
+            )
+            q = Quantiles(per_batch.probs, per_batch.values[:, 0, :])
+        maps = sc.build(self.scaling, pop, q, self.eps, s.gamma, s.beta, s.columns, "batch")
+        return mp.apply_maps(frame, maps.by_column(s.columns), types)
 
     def normalize_batches(
         self,
         frame: pl.DataFrame,
         mode: Mode = "batch",
-        dtype: type[pl.DataType] = pl.Float64,
+        dtype: Spec | Mapping[str, pl.DataType] = pl.Float64,
         rows: int | None = None,
     ) -> tuple[pl.DataFrame, MomentsTable, tuple[np.ndarray, np.ndarray]]:
         """`train_step` over consecutive ``batch_size``-row batches at once.
@@ -543,14 +651,17 @@ class BatchNorm:
         (mean, var) after each batch.
         """
         s = self._state()
+        if mode == "running":
+            sc.check_running(self.scaling, opt("mode", "running"))
         table = self.moments(frame, rows)
         trace = self.fold(table, trace=True)
         assert trace is not None
         if mode == "running":
-            maps = mp.running_maps(trace, self.eps, s.gamma, s.beta, s.columns)
+            maps = self.running_maps(trace, opt("mode", "running"))
         else:
-            maps = mp.batch_maps(table, self.eps, s.gamma, s.beta, s.columns)
-        out = mp.apply_batch_maps(frame, s.columns, maps, table.rows, dtype)
+            maps = self.batch_maps(frame, table)
+        types = self.output_types(dtype, frame.schema)
+        out = mp.apply_batch_maps(frame, s.columns, maps, table.rows, types)
         return out, table, trace
 
     # -- changed copies -------------------------------------------------------------
@@ -597,6 +708,7 @@ class BatchNorm:
             columns=kept,
             inf=self.inf if inf is None else inf,
             weight=self.weight if weight is None else weight,
+            **sc.params(self.scaling),
         )
         g, b = s.gamma[keep].copy(), s.beta[keep].copy()
         for spec, target, what in ((gamma, g, "gamma"), (beta, b, "beta")):
@@ -615,6 +727,7 @@ class BatchNorm:
             fold=s.fold.restricted(keep),
             warnings=list(s.warnings),
             trend=s.trend.take(keep) if s.trend is not None else None,
+            quantiles=s.quantiles.take(keep) if s.quantiles is not None else None,
         )
         return new
 
@@ -644,6 +757,7 @@ def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> Ba
             ("eps", first.eps, model.eps),
             ("inf policy", first.inf, model.inf),
             ("weight column", first.weight, model.weight),
+            ("centre/scale", phrase(first.scaling.describe()), phrase(model.scaling.describe())),
             ("gamma", a.gamma.tolist(), b.gamma.tolist()),
             ("beta", a.beta.tolist(), b.beta.tolist()),
         ):
@@ -654,6 +768,12 @@ def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> Ba
                     " with matching options",
                     file=label,
                 )
+        if a.quantiles is not None or b.quantiles is not None:
+            raise StatsFileError(
+                f"{label}: fits with a median or IQR do not merge (quantiles of parts do not give"
+                " the quantiles of the whole); fit the whole dataset at once",
+                file=label,
+            )
         fold = merge_folds(fold, b.fold)
         warnings += [w for w in b.warnings if w not in warnings]
     out = type(first)(
@@ -663,6 +783,7 @@ def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> Ba
         columns=a.columns,
         inf=first.inf,
         weight=first.weight,
+        **sc.params(first.scaling),
     )
     out.state_ = replace(a, fold=fold, warnings=warnings)
     return out

@@ -28,10 +28,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.errors import BnormError, DataError
-from ..core.maps import Maps, apply_batch_maps, apply_maps, batch_maps, running_maps
+from ..core.batching import polars_schema
+from ..core.dtypes import OutType, Spec
+from ..core.errors import BnormError, DataError, UsageError, opt
+from ..core.maps import Maps, apply_batch_maps, apply_maps
 from ..core.model import BatchNorm, Mode, Use
 from ..core.moments import MomentsTable, check_weights, table_moments
+from ..core.scalers import check_running
 from ..io import storage
 from ..io.atomic import pending
 from ..io.dataset import output_location, part_name
@@ -49,6 +52,12 @@ SPAN_BYTES = 256 << 20
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
 #: How long to try reaching a --scheduler before giving up with one line.
 CONNECT_TIMEOUT = "10s"
+#: Why a median or IQR is refused here (the serial engine computes them exactly).
+DASK_QUANTILES = (
+    "--engine dask: a median or IQR needs exact quantiles of all the data, which this engine"
+    " does not compute; use --engine serial (it reads the files twice), or --center mean"
+    " with --scale std, range or maxabs"
+)
 
 
 @dataclass(frozen=True)
@@ -138,7 +147,7 @@ def apply_task(
     columns: list[str],
     maps: Any,
     per_batch: np.ndarray | None,
-    dtype: type[pl.DataType],
+    dtype: OutType,
     inverse: bool,
     schema: pa.Schema,
     directory: str,
@@ -249,6 +258,8 @@ def fit(
     span_rows: int | None = None,
 ) -> None:
     """The statistics of ``units`` folded onto ``model``'s state (started or loaded)."""
+    if model.scaling.needs_quantiles:
+        raise UsageError(DASK_QUANTILES)
     total = total_rows(units)
     plan = spans(units, model.batch_size, span_rows, len(model.columns_))
     for _ in _fold_spans(model, client, plan, name, total, progress):
@@ -263,7 +274,7 @@ def transform(
     name: str,
     output: str,
     use: Use,
-    dtype: type[pl.DataType],
+    dtype: Spec,
     inverse: bool,
     progress: Progress,
     span_rows: int | None = None,
@@ -273,7 +284,8 @@ def transform(
     maps = model.maps(use)
     if inverse:
         model.check_invertible(maps)
-    out_schema = output_schema(schema, model.columns_, dtype)
+    types = model.output_types(dtype, polars_schema(schema), inverse)
+    out_schema = output_schema(schema, model.columns_, types)
     total = total_rows(units)
     # constant maps: a span need not hold whole batches
     plan = spans(units, 1, span_rows, len(schema))
@@ -285,7 +297,7 @@ def transform(
                 model.columns_,
                 maps,
                 None,
-                dtype,
+                types,
                 inverse,
                 out_schema,
                 tmp,
@@ -311,7 +323,7 @@ def normalize(
     name: str,
     output: str,
     mode: Mode,
-    dtype: type[pl.DataType],
+    dtype: Spec,
     progress: Progress,
     span_rows: int | None = None,
     check: Callable[[], None] | None = None,
@@ -324,16 +336,21 @@ def normalize(
     assert s is not None
     total = total_rows(units)
     plan = spans(units, model.batch_size, span_rows, len(schema))
-    out_schema = output_schema(schema, model.columns_, dtype)
+    if mode == "running":
+        check_running(model.scaling, opt("mode", "running"))
+    if model.scaling.needs_quantiles:
+        raise UsageError(DASK_QUANTILES)
+    types = model.output_types(dtype, polars_schema(schema))
+    out_schema = output_schema(schema, model.columns_, types)
     jobs: list[tuple[Span, Maps, np.ndarray]] = []
     for span, table, traced in _fold_spans(
         model, client, plan, name, total, lambda r: None, trace=True
     ):
         assert traced is not None
         if mode == "running":
-            maps = running_maps(traced, model.eps, s.gamma, s.beta, s.columns)
+            maps = model.running_maps(traced, opt("mode", "running"))
         else:
-            maps = batch_maps(table, model.eps, s.gamma, s.beta, s.columns)
+            maps = model.batch_maps(None, table)
         jobs.append((span, maps, table.rows))
     if check is not None:
         check()
@@ -345,7 +362,7 @@ def normalize(
                 model.columns_,
                 maps,
                 rows,
-                dtype,
+                types,
                 False,
                 out_schema,
                 tmp,

@@ -23,7 +23,8 @@ from ..core import moments as moments_module
 from ..core.batching import exact_batches, polars_schema, prefetch, prefetch_depth
 from ..core.diagnostics import Trend
 from ..core.drift import Watch
-from ..core.errors import DataError
+from ..core.dtypes import OutType, Spec, target
+from ..core.errors import DataError, UsageError, opt
 from ..core.fold import (
     Fold,
     Population,
@@ -36,7 +37,9 @@ from ..core.frames import to_polars
 from ..core.maps import apply_maps
 from ..core.model import BatchNorm, Mode, Use, chunk_rows
 from ..core.moments import Moments, MomentsTable, table_moments
+from ..core.scalers import Quantiles, check_running
 from ..io.readers import Source
+from .quantiles import column_quantiles
 
 Progress = Callable[[int], None]
 
@@ -67,12 +70,19 @@ class Profile(Protocol):
     def add_trace(self, moments: Mapping[str, Moments], running: Mapping[str, Running]) -> None: ...
 
 
-def output_schema(schema: pa.Schema, columns: list[str], dtype: type[pl.DataType]) -> pa.Schema:
-    """The input schema with each normalized column turned into float64/float32."""
-    target = pa.float32() if dtype == pl.Float32 else pa.float64()
+def output_schema(schema: pa.Schema, columns: list[str], dtype: OutType) -> pa.Schema:
+    """The input schema with each normalized column turned into its output type."""
     chosen = set(columns)
+    known: dict[pl.DataType, pa.DataType] = {}
+
+    def arrow(name: str) -> pa.DataType:
+        t = target(dtype, name)
+        if t not in known:
+            known[t] = pl.DataFrame(schema={"x": t}).to_arrow().schema.field(0).type
+        return known[t]
+
     return pa.schema(
-        [pa.field(f.name, target, nullable=True) if f.name in chosen else f for f in schema]
+        [pa.field(f.name, arrow(f.name), nullable=True) if f.name in chosen else f for f in schema]
     )
 
 
@@ -159,15 +169,28 @@ def fit(
     profile: Profile | None = None,
     reopen: Reopen | None = None,
     resume: bool = False,
+    again: Callable[[], Source] | None = None,
 ) -> None:
     """One pass: population and running statistics (and the report's profile);
     with ``resume``, folded onto the model's saved statistics.
+
+    A median or IQR choice also needs quantiles (`quantiles.column_quantiles`):
+    ``again()`` opens the whole input anew for its later passes; without it (a
+    pipe) they come from the same single pass and are approximate.
 
     ``reopen(columns)`` opens the input again reading only ``columns`` (a columnar
     file can be read again at no cost); given that, a wide input is fitted column
     group by column group, in several passes that each read only their columns
     (not with ``resume``: the groups start from nothing).
     """
+    if model.scaling.needs_quantiles:
+        if resume:
+            raise UsageError(
+                f"--update: {model.scaling.describe()} needs quantiles of all the data, which"
+                " cannot be updated with new rows; fit the whole dataset again"
+            )
+        _fit_quantiles(model, source, progress, profile, again)
+        return
     start(model, source, resume)
     rows = chunk_rows(model.batch_size)
     width = max(1, GROUP_BYTES // (8 * rows))
@@ -181,7 +204,15 @@ def fit(
         state.fold = concat_columns([fold for fold, _ in done])
         state.trend = Trend.concat([trend for _, trend in done])
         return
-    for batch in _chunks(source, rows, progress):
+    for _ in _fit_pass(model, source, progress, profile):
+        pass
+
+
+def _fit_pass(
+    model: BatchNorm, source: Source, progress: Progress, profile: Profile | None
+) -> Iterator[pl.DataFrame]:
+    """The fit's pass over ``source``, yielding each chunk's fitted columns once folded."""
+    for batch in _chunks(source, chunk_rows(model.batch_size), progress):
         frame = _numeric(batch, model.needed_)
         try:
             table = model.moments(frame, batch.num_rows)
@@ -190,6 +221,40 @@ def fit(
         trace = model.fold(table, trace=profile is not None)
         if profile is not None and trace is not None:
             _observe(profile, frame.select(model.columns_), None, table, trace)
+        yield frame
+
+
+def _fit_quantiles(
+    model: BatchNorm,
+    source: Source,
+    progress: Progress,
+    profile: Profile | None,
+    again: Callable[[], Source] | None,
+) -> None:
+    """The fit's pass, and the quantiles its median/IQR need: exact from later
+    passes over a re-readable input, approximate from the same pass over a pipe."""
+    start(model, source)
+    columns, probs = model.columns_, model.scaling.probs
+    if again is None:
+        fitting = _fit_pass(model, source, progress, profile)
+        values = (model.fitted_values(frame) for frame in fitting)
+        result = column_quantiles(lambda: values, columns, probs, one_pass=True)
+        for _ in fitting:  # the statistics need every row, whatever the quantiles read
+            pass
+    else:
+        for _ in _fit_pass(model, source, progress, profile):
+            pass
+
+        def passes() -> Iterator[pl.DataFrame]:
+            again_source = again()
+            for batch in exact_batches(again_source.pieces, chunk_rows(model.batch_size)):
+                yield model.fitted_values(_numeric(batch, columns))
+
+        result = column_quantiles(passes, columns, probs)
+    if result.columns != tuple(columns) or result.probs != probs:
+        raise AssertionError("column_quantiles answered another question")
+    q = Quantiles(probs, result.values, result.exact, result.rank_error)
+    model.set_quantiles(q, source.name, "for exact ones fit a file (bnorm reads it again)")
 
 
 def _fit_group(
@@ -226,7 +291,7 @@ def transform(
     model: BatchNorm,
     source: Source,
     use: Use,
-    dtype: type[pl.DataType],
+    dtype: Spec,
     inverse: bool,
     observed: Observed | None,
     progress: Progress,
@@ -245,7 +310,8 @@ def transform(
     """
     check_fitted(model, source)
     columns = model.columns_
-    schema = output_schema(source.schema, columns, dtype)
+    types = model.output_types(dtype, polars_schema(source.schema), inverse)
+    schema = output_schema(source.schema, columns, types)
     maps = model.maps(use)
     if inverse:
         model.check_invertible(maps)
@@ -288,7 +354,7 @@ def transform(
                 seen = merge_population(seen, group_population(table))
                 observed.update({c: seen.at(j) for j, c in enumerate(columns)})
             rows += batch.num_rows
-            out = apply_maps(frame, maps, dtype, inverse=inverse)
+            out = apply_maps(frame, maps, types, inverse=inverse)
             if profile is not None:
                 profile.add_batch(frame, out)
                 for i in range(len(table) if table is not None else 0):  # a piece: many batches
@@ -317,20 +383,23 @@ def normalize(
     model: BatchNorm,
     source: Source,
     mode: Mode,
-    dtype: type[pl.DataType],
+    dtype: Spec,
     progress: Progress,
     profile: Profile | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """BN training mode, one pass: each batch updates the statistics, then is normalized."""
     model.start(polars_schema(source.schema))
-    schema = output_schema(source.schema, model.columns_, dtype)
+    if mode == "running":
+        check_running(model.scaling, opt("mode", "running"))
+    types = model.output_types(dtype, polars_schema(source.schema))
+    schema = output_schema(source.schema, model.columns_, types)
 
     def run() -> Iterator[pa.RecordBatch]:
         for batch in _chunks(source, chunk_rows(model.batch_size), progress):
             frame = _numeric(batch, model.needed_)
             first = model.rows_
             try:
-                out, table, trace = model.normalize_batches(frame, mode, dtype, batch.num_rows)
+                out, table, trace = model.normalize_batches(frame, mode, types, batch.num_rows)
             except DataError as e:
                 raise _located(source, model.batch_size, e, first) from None
             if model.weight is not None:  # the weight column passes through as it was read

@@ -4,11 +4,17 @@
   ``running_var``, ``num_batches_tracked``) in a safetensors file; a layer built
   with the same number of features and ``eps`` loads it as is, and in eval mode
   reproduces ``bnorm transform --use running``.
-* sklearn: the fitted attributes of a ``StandardScaler`` as JSON (``mean_``,
-  ``var_``, ``scale_``, ``n_samples_seen_``, ``feature_names_in_``, ...) whose
-  ``transform`` reproduces ``bnorm transform`` (population statistics).
-  ``scale_`` includes eps and gamma, and ``mean_`` absorbs beta, so that
-  ``(x - mean_) / scale_`` is exactly bnorm's map.
+* sklearn: the fitted attributes of the matching scaler as JSON (for mean/std
+  a ``StandardScaler``: ``mean_``, ``var_``, ``scale_``, ``n_samples_seen_``,
+  ``feature_names_in_``, ...) whose ``transform`` reproduces ``bnorm transform``
+  (population statistics). ``scale_`` includes eps and gamma, and ``mean_``
+  absorbs beta, so that ``(x - mean_) / scale_`` is exactly bnorm's map. Other
+  centre/scale choices name their class in ``"scaler"``: ``MinMaxScaler``
+  (``--scale range``), ``RobustScaler`` (``--scale iqr``), ``MaxAbsScaler``
+  (``--scale maxabs`` without a centre or beta); any other choice is a
+  ``StandardScaler`` with the map's centre and scale, which expresses every
+  affine map. Only the population map is exported: torch refuses a choice that
+  is not mean/std, whose BatchNorm1d layer could not apply it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import StatsFileError, UsageError, did_you_mean
+from ..core.errors import StatsFileError, UsageError, did_you_mean, phrase
 from ..core.model import BatchNorm
 
 
@@ -36,6 +42,12 @@ def pick_columns(model: BatchNorm, columns: Sequence[str] | None) -> list[str]:
 
 def torch_state_dict(model: BatchNorm, columns: Sequence[str]) -> dict[str, np.ndarray]:
     """Arrays named as in ``torch.nn.BatchNorm1d(len(columns)).state_dict()``."""
+    if not model.scaling.is_default:
+        raise UsageError(
+            f"--to torch: a BatchNorm1d layer subtracts a mean and divides by a std, so it"
+            f" cannot apply this file's {phrase(model.scaling.describe(), cli=True)}; export it"
+            " with --to sklearn, or fit with --center mean --scale std"
+        )
     return {
         "weight": np.array([model.gamma_[c] for c in columns], dtype=np.float64),
         "bias": np.array([model.beta_[c] for c in columns], dtype=np.float64),
@@ -69,31 +81,74 @@ def save_torch(model: BatchNorm, columns: Sequence[str], path: str) -> None:
 
 
 def sklearn_attributes(model: BatchNorm, columns: Sequence[str]) -> dict[str, Any]:
-    """A StandardScaler's fitted attributes reproducing bnorm's population map."""
+    """The fitted attributes of the scikit-learn scaler reproducing bnorm's population map."""
     maps = model.maps("population")
-    means, scales = [], []
+    centers, scales, betas = [], [], []
     for c in columns:
         m = maps[c]
         if m.scale == 0.0:
-            raise StatsFileError(f'column "{c}": gamma is 0; a StandardScaler cannot express it')
+            raise StatsFileError(
+                f'column "{c}": gamma is 0; a scikit-learn scaler cannot express it'
+            )
         if not model.population_[c].weighs:
             raise StatsFileError(f'column "{c}": no valid values were fitted; leave it out with -c')
-        scale = 1.0 / m.scale
-        means.append((m.center_hi + m.center_lo) - m.beta * scale)
-        scales.append(scale)
+        centers.append(m.center_hi + m.center_lo)
+        scales.append(m.scale)
+        betas.append(m.beta)
+    c_, s_, b_ = np.array(centers), np.array(scales), np.array(betas)
+    pop = [model.population_[c] for c in columns]
     # scikit-learn's n_samples_seen_ is the weight sum of a fit with sample_weight
-    pops = [model.population_[c] for c in columns]
-    counts = [p.n if p.weight is None else p.weight for p in pops]
+    counts = [p.n if p.weight is None else p.weight for p in pop]
+    common: dict[str, Any] = {
+        "n_samples_seen_": counts[0] if len(set(counts)) == 1 else counts,
+        "n_features_in_": len(columns),
+        "feature_names_in_": list(columns),
+    }
+    choice = model.scaling
+    no_shift = choice.center == "none" and not b_.any()
+    if choice.scale == "range":  # X * scale_ + min_
+        lo, hi = np.array([p.min for p in pop]), np.array([p.max for p in pop])
+        return {
+            "scaler": "MinMaxScaler",
+            "feature_range": list(choice.feature_range),
+            "copy": True,
+            "clip": False,
+            "min_": (b_ - c_ * s_).tolist(),
+            "scale_": s_.tolist(),
+            "data_min_": lo.tolist(),
+            "data_max_": hi.tolist(),
+            "data_range_": (hi - lo).tolist(),
+            **common,
+        }
+    if choice.scale == "maxabs" and no_shift:  # X / scale_
+        return {
+            "scaler": "MaxAbsScaler",
+            "copy": True,
+            "scale_": (1.0 / s_).tolist(),
+            "max_abs_": [max(abs(p.min), abs(p.max)) for p in pop],
+            **common,
+        }
+    center_ = c_ - b_ * (1.0 / s_)  # (x - c) * s + b == (x - center_) / (1 / s)
+    if choice.scale == "iqr":  # (X - center_) / scale_
+        return {
+            "scaler": "RobustScaler",
+            "with_centering": not no_shift,
+            "with_scaling": True,
+            "quantile_range": list(choice.quantile_range),
+            "copy": True,
+            "unit_variance": False,
+            "center_": None if no_shift else center_.tolist(),
+            "scale_": (1.0 / s_).tolist(),
+            **common,
+        }
     return {
         "with_mean": True,
         "with_std": True,
         "copy": True,
-        "mean_": means,
-        "var_": [model.population_[c].var for c in columns],
-        "scale_": scales,
-        "n_samples_seen_": counts[0] if len(set(counts)) == 1 else counts,
-        "n_features_in_": len(columns),
-        "feature_names_in_": list(columns),
+        "mean_": center_.tolist(),
+        "var_": [p.var for p in pop],
+        "scale_": (1.0 / s_).tolist(),
+        **common,
     }
 
 
@@ -102,14 +157,20 @@ def sklearn_json(model: BatchNorm, columns: Sequence[str]) -> str:
 
 
 def load_sklearn_scaler(path: str) -> Any:
-    """A fitted ``sklearn.preprocessing.StandardScaler`` from ``bnorm export --to sklearn``."""
-    from sklearn.preprocessing import StandardScaler
+    """The fitted scikit-learn scaler of ``bnorm export --to sklearn`` (its ``"scaler"``
+    class, by default ``StandardScaler``)."""
+    from sklearn import preprocessing
 
     with open(path, encoding="utf-8") as f:
         attrs = json.load(f)
-    scaler = StandardScaler()
+    cls = attrs.pop("scaler", "StandardScaler")
+    if cls not in ("StandardScaler", "MinMaxScaler", "RobustScaler", "MaxAbsScaler"):
+        raise StatsFileError(f'{path}: "scaler" {cls!r} is not a scaler bnorm exports')
+    scaler = getattr(preprocessing, cls)()
     for key, value in attrs.items():
-        if key == "feature_names_in_":
+        if key in ("feature_range", "quantile_range"):
+            value = tuple(value)
+        elif key == "feature_names_in_":
             value = np.asarray(value, dtype=object)
         elif isinstance(value, list):
             value = np.asarray(value)

@@ -20,10 +20,11 @@ from typing import Any, TypeVar, overload
 
 import numpy as np
 
-from ..core.errors import DataError, StatsFileError
+from ..core.errors import DataError, StatsFileError, UsageError
 from ..core.fold import Fold, Population, Running, RunningState
 from ..core.model import BatchNorm, FitState
 from ..core.moments import Moments
+from ..core.scalers import CENTERS, SCALES, Quantiles, from_record, params
 from ..core.sketch import Histogram, Summary, from_runs, to_runs
 from ..version import __version__
 from . import storage
@@ -73,6 +74,7 @@ _COLUMN = {
         "running_start_weight": {"type": "number", "minimum": 0, "maximum": 1},
         "gamma": _num,
         "beta": _num,
+        "quantiles": {"type": "array", "items": _num_or_null},
         "sketch": {
             "type": "object",
             "required": ["exp", "nulls", "nans", "zeros", "buckets"],
@@ -125,6 +127,19 @@ SCHEMA: dict[str, Any] = {
         "input_columns": {"type": "object", "additionalProperties": {"type": "string"}},
         "requires": {"type": "array", "items": {"type": "string"}},
         "weight": {"type": "string", "minLength": 1},
+        "center": {"enum": [*CENTERS, "min"]},
+        "scale": {"enum": list(SCALES)},
+        "feature_range": {"type": "array", "items": _num, "minItems": 2, "maxItems": 2},
+        "quantile_range": {"type": "array", "items": _num, "minItems": 2, "maxItems": 2},
+        "quantiles": {
+            "type": "object",
+            "required": ["probs", "exact", "rank_error"],
+            "properties": {
+                "probs": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+                "exact": {"type": "boolean"},
+                "rank_error": {"type": "number", "minimum": 0},
+            },
+        },
         "reading": {"type": "object"},
         "segments": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2},
         "columns": {"type": "object", "additionalProperties": _COLUMN},
@@ -176,6 +191,14 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         if model.momentum is not None and run.start_weight is not None:  # an EMA's parts
             columns[c]["running_var_from_zero"] = run.var_from_zero
             columns[c]["running_start_weight"] = run.start_weight
+    q = model.state_.quantiles if model.state_ is not None else None
+    if q is not None:
+        for i, c in enumerate(model.columns_):
+            columns[c]["quantiles"] = [None if math.isnan(v) else float(v) for v in q.values[:, i]]
+    requires: list[str] = []  # features a reader must know (KNOWN_FEATURES), in order
+    if model.weight is not None:
+        requires.append(WEIGHTS)
+    scaling = _scaling(model, requires)
     summary = model.summary_
     if summary is not None:
         for j, c in enumerate(model.columns_):
@@ -197,14 +220,34 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         "momentum": "cumulative" if model.momentum is None else model.momentum,
         "eps": model.eps,
         "inf": model.inf,
-        **({"weight": model.weight, "requires": [WEIGHTS]} if model.weight is not None else {}),
+        **({"weight": model.weight} if model.weight is not None else {}),
         "rows": model.rows_,
         "num_batches_tracked": model.num_batches_tracked_,
         **({"segments": segments} if len(segments := model.segments_) > 1 else {}),
+        **({"requires": requires} if requires else {}),
+        **scaling,
         "input_columns": dict(model.input_schema_),
         **({"reading": dict(model.reading_)} if model.reading_ else {}),
         "columns": columns,
     }
+
+
+def _scaling(model: BatchNorm, requires: list[str]) -> dict[str, Any]:
+    """The centre/scale choice, when not mean/std: required, so that an older bnorm
+    refuses the file rather than apply it as mean/std; and how its quantiles were found."""
+    record = model.scaling.record()
+    if not record:
+        return {}
+    requires.append(SCALER_FEATURE)
+    q = model.state_.quantiles if model.state_ is not None else None
+    if model.scaling.needs_quantiles and q is None:
+        raise UsageError(
+            f"{model.scaling.describe()}: this model has no quantiles to save (they come from"
+            " fit, which reads all the data; not from partial_fit or normalize); fit it first"
+        )
+    if q is not None:
+        record["quantiles"] = {"probs": list(q.probs), "exact": q.exact, "rank_error": q.rank_error}
+    return record
 
 
 def dumps(model: BatchNorm) -> str:
@@ -325,6 +368,10 @@ def from_dict(
             " re-create it with `bnorm fit`"
         ) from None
     _check_consistent(doc, source)
+    try:
+        scaling = from_record(doc)
+    except UsageError as e:
+        raise StatsFileError(f"{source}: not a valid statistics file ({e}); re-create it") from None
     model = cls(
         batch_size=doc["batch_size"],
         momentum=doc["momentum"],
@@ -332,6 +379,7 @@ def from_dict(
         columns=list(doc["columns"]),
         inf=doc.get("inf", "error"),
         weight=doc.get("weight"),
+        **params(scaling),
     )
     columns = list(doc["columns"])
     cols = [doc["columns"][c] for c in columns]
@@ -395,6 +443,7 @@ def from_dict(
         gamma=np.array([float(col["gamma"]) for col in cols], np.float64),
         beta=np.array([float(col["beta"]) for col in cols], np.float64),
         fold=fold,
+        quantiles=_quantiles(doc, cols, source),
     )
     model.reading_ = dict(doc.get("reading", {}))
     return model
@@ -405,10 +454,34 @@ def from_dict(
 #: not listed; a field that changes how the file must be applied (another scaler,
 #: per-key statistics, weights) is listed, and a reader that does not know it
 #: refuses the file rather than apply it as mean/std.
-KNOWN_FEATURES: frozenset[str] = frozenset({"weights"})
 #: The feature of a weighted fit (``"weight"``: the weight column, and each column's
 #: ``weight_sum``): its mean and variance are weighted, its counts are not.
 WEIGHTS = "weights"
+SCALER_FEATURE = "scaler"  # "center"/"scale" other than mean/std (core/scalers.py)
+KNOWN_FEATURES: frozenset[str] = frozenset({WEIGHTS, SCALER_FEATURE})
+
+
+def _quantiles(doc: dict[str, Any], cols: list[dict[str, Any]], source: str) -> Quantiles | None:
+    """The recorded quantiles, checked against what the file's choice needs."""
+    needed = from_record(doc).probs
+    meta = doc.get("quantiles")
+    if not needed:
+        return None
+    if meta is None or tuple(meta["probs"]) != needed or any("quantiles" not in c for c in cols):
+        raise StatsFileError(
+            f"{source}: inconsistent statistics file ({doc.get('center')}/{doc.get('scale')}"
+            f" needs the quantiles {list(needed)} of every column); re-create it with `bnorm fit`"
+        )
+    values = np.full((len(needed), len(cols)), np.nan)
+    for j, col in enumerate(cols):
+        q = col["quantiles"]
+        if len(q) != len(needed) or (col["count"] > 0) != all(v is not None for v in q):
+            raise StatsFileError(
+                f"{source}: inconsistent statistics file (a column's quantiles do not fit its"
+                " count); re-create it with `bnorm fit`"
+            )
+        values[:, j] = [math.nan if v is None else v for v in q]
+    return Quantiles(needed, values, bool(meta["exact"]), float(meta["rank_error"]))
 
 
 def _check_requires(doc: Any, source: str) -> None:
