@@ -31,10 +31,12 @@ from ..report import drift as drift_report
 from ..report import summary as report
 from ..report.profile import Profile
 from ..version import __version__
+from . import by as by_cli
 from .exits import OneLineErrors, handled, run
 from .options import (
     BatchSize,
     Beta,
+    By,
     Center,
     CenterOpt,
     Columns,
@@ -57,6 +59,7 @@ from .options import (
     InfOpt,
     InputFormat,
     Inputs,
+    MinCount,
     ModeOpt,
     MomentumOpt,
     NoDefaultNulls,
@@ -380,6 +383,8 @@ def fit(
     engine: Engine = EngineOpt.serial,
     scheduler: Scheduler = None,
     workers: Workers = None,
+    by: By = None,
+    min_count: MinCount = None,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -391,9 +396,20 @@ def fit(
     --no-sketch) each column's distribution summary for `bnorm drift`.
     """
     with handled(debug, "bnorm fit"):
+        keys, count = by_cli.keys_of(by, min_count)
+        if keys:
+            by_cli.refuse(update=update is not None, weight=weight,
+                          engine_dask=engine is not EngineOpt.serial)  # fmt: skip
+            model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch,
+                           None, (center, scale, feature_range, quantile_range))  # fmt: skip
+            by_cli.refuse_scaling(model)
+            text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
+            by_cli.fit(model, keys, count, inputs, stats, input_format, encoding, text, quiet,
+                       strict, report_path, as_json)  # fmt: skip
+            return
         if update is not None:
             old = update or stats
-            model = stats_file.load(old)
+            model = by_cli.no_groups(stats_file.load(old), old, "fit --update")
             fresh = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
             _same_options(_given(ctx), fresh, model, old)
         else:
@@ -549,6 +565,8 @@ def transform(
     scheduler: Scheduler = None,
     workers: Workers = None,
     overwrite: Overwrite = False,
+    by: By = None,
+    min_count: MinCount = None,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -611,6 +629,13 @@ def transform(
         saved = recorded.get("encoding")
         encoding = encoding or (saved if isinstance(saved, str) else "utf-8")
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma, recorded)
+        keys = names(by) or []
+        if keys or min_count is not None or loaded.state_.groups is not None:  # type: ignore[union-attr]
+            by_cli.refuse(drift=drift, weight=weight, engine_dask=units is not None)
+            by_cli.transform(model, keys, min_count, inputs, stats, output, out_fmt, use.value,
+                             _dtype(dtype), inverse, input_format, encoding, text, quiet, strict,
+                             report_path)  # fmt: skip
+            return
         source = open_inputs(inputs, input_format, model, True, encoding, False, text=text)
         if weight is not None and weight not in source.schema.names:
             raise UsageError(f'--weight: no column "{weight}" in the input')
@@ -831,6 +856,8 @@ def normalize(
     scheduler: Scheduler = None,
     workers: Workers = None,
     overwrite: Overwrite = False,
+    by: By = None,
+    min_count: MinCount = None,
     quiet: Quiet = False,
     strict: Strict = False,
     debug: Debug = False,
@@ -860,6 +887,16 @@ def normalize(
                 " data, which normalize (one pass, per-batch statistics) does not compute;"
                 " write it with `bnorm fit`"
             )
+        keys, count = by_cli.keys_of(by, min_count)
+        if keys:
+            by_cli.refuse(weight=weight, engine_dask=engine is not EngineOpt.serial)
+            by_cli.refuse_scaling(model)
+            text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
+            out_fmt = _output_format(output, output_format)
+            by_cli.normalize(model, keys, count, inputs, output, out_fmt, mode.value, stats,
+                             _dtype(dtype), input_format, encoding, text, quiet, strict,
+                             report_path)  # fmt: skip
+            return
         if report_path:
             report.check_report_path(report_path)
         profile = _profile(report_path)
@@ -948,7 +985,9 @@ def merge(
     with handled(debug, "bnorm merge"):
         if output != "-":
             _check_paths(stats, o=output)
-        model = merge_models([stats_file.load(s) for s in stats], stats)
+        model = merge_models(
+            [by_cli.no_groups(stats_file.load(s), s, "merge") for s in stats], stats
+        )
         if output == "-":
             sys.stdout.write(stats_file.dumps(model))
         else:
@@ -994,6 +1033,14 @@ def inspect(
             console.stderr.print(
                 f"{phrase(model.scaling.describe(), cli=True)}{how}", highlight=False
             )
+        if model.state_ is not None and model.state_.groups is not None:
+            from ..report import groups as groups_report
+
+            shifts = groups_report.largest_shifts(model)
+            rows = [groups_report.cells(x) for x in shifts]
+            title = f"largest shifts from the global statistics ({len(rows)} shown)"
+            caption = groups_report.caption(model)
+            console.show_shifts(title, caption, rows, groups_report.HEADERS)
 
 
 class ExportTo(StrEnum):
@@ -1028,7 +1075,7 @@ def export(
     from ..io import export as ex
 
     with handled(debug, "bnorm export"):
-        model = stats_file.load(stats)
+        model = by_cli.no_groups(stats_file.load(stats), stats, "export")
         chosen = ex.pick_columns(model, names(columns))
         if to is ExportTo.torch and output == "-":
             raise UsageError("--to torch writes a binary file; give -o PATH, not -")

@@ -5,7 +5,7 @@ stdout is for data; this console writes to stderr only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -128,3 +128,15 @@ def progress(description: str, total: int | None, quiet: bool) -> Iterator[Advan
             bar.advance(task, rows)
 
         yield advance
+
+
+def show_shifts(title: str, caption: str, rows: list[list[str]], headers: Sequence[str]) -> None:
+    """A per-key fit's groups that differ most from the global statistics."""
+    table = Table(
+        title=escape(title), caption=escape(caption), title_style="bold", box=box.SIMPLE_HEAD
+    )
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i < 2 else "right", overflow="fold")
+    for r in rows:
+        table.add_row(*(escape(c) for c in r))
+    stderr.print(table)

@@ -229,6 +229,25 @@ DecimalComma = Annotated[
         metavar="",
     ),
 ]
+By = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--by",
+        help="Key columns, comma-separated: statistics per group of key values (a null key"
+        " is a group of its own); key columns are never normalized.",
+        metavar="KEY[,KEY...]",
+    ),
+]
+MinCount = Annotated[
+    int | None,
+    typer.Option(
+        "--min-count",
+        help="With --by: groups with fewer valid values than N in a column use the global"
+        r" statistics there (so do groups unseen at fit) \[default: 1; transform: as fitted].",
+        metavar="N",
+        show_default=False,
+    ),
+]
 Strict = Annotated[
     bool,
     typer.Option(

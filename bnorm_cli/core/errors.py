@@ -24,6 +24,8 @@ CLI_FLAGS = {
     "beta": "--beta",
     "inverse": "--inverse",
     "feature_range": "--range",
+    "by": "--by",
+    "min_count": "--min-count",
 }
 _OPT = re.compile("\x1f([a-z_]+)(?:=([^\x1f]*))?\x1f")
 

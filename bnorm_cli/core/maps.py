@@ -158,3 +158,22 @@ def maps_of(maps: Maps, i: int, columns: Sequence[str]) -> dict[str, AffineMap]:
     return Maps(maps.center_hi[i], maps.center_lo[i], maps.scale[i], maps.beta[i]).by_column(
         columns
     )
+
+
+def apply_row_maps(
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    maps: Maps,
+    dtype: type[pl.DataType] = pl.Float64,
+    inverse: bool = False,
+) -> pl.DataFrame:
+    """Each row of ``frame`` mapped by its own map (``maps`` of shape ``(rows,
+    columns)``, e.g. its group's): the same expression as `AffineMap`, vectorized."""
+    exprs = []
+    for j, c in enumerate(columns):
+        hi, lo = pl.Series(maps.center_hi[:, j]), pl.Series(maps.center_lo[:, j])
+        scale, beta = pl.Series(maps.scale[:, j]), pl.Series(maps.beta[:, j])
+        x = pl.col(c).cast(pl.Float64)
+        y = (((x - beta) / scale + lo) + hi) if inverse else ((x - hi) - lo) * scale + beta
+        exprs.append(y.cast(dtype).alias(c))
+    return frame.with_columns(exprs)

@@ -33,6 +33,7 @@ from .dtypes import Spec
 from .errors import DataError, StatsFileError, UsageError, did_you_mean, opt, phrase
 from .fold import Fold, Momentum, Population, Running, RunningState, merge_folds
 from .frames import to_polars
+from .groups import GroupFold
 from .moments import Moments, MomentsTable, check_weights, table_moments
 from .scalers import Quantiles, Scaling
 from .sketch import Summary
@@ -70,6 +71,8 @@ class FitState:
     warnings: list[str] = field(default_factory=list)
     trend: Trend | None = None  # what the warnings need of the pass (None: loaded from a file)
     quantiles: Quantiles | None = None  # what a median/iqr choice needs (`scalers`)
+    #: per-key statistics (``--by``, `groups.GroupFold`); None for a global fit
+    groups: GroupFold | None = None
 
     @property
     def population(self) -> Population:
@@ -560,7 +563,7 @@ class BatchNorm:
         """Normalize with the fitted statistics (BN inference mode). ``dtype``: a
         float type, or "same" (Float32 columns stay Float32; `dtypes`)."""
         frame = _polars(data)
-        self._state()
+        self._global_only()
         self.check_schema(frame.schema)
         types = self.output_types(dtype, frame.schema)
         return _like(data, mp.apply_maps(frame, self.maps(use), types))
@@ -588,12 +591,21 @@ class BatchNorm:
         """Map normalized data back to the original units and, by default (``dtype``
         None or "same"), the original types: integers rounded back (`dtypes`)."""
         frame = _polars(data)
-        self._state()
+        self._global_only()
         self.check_schema(frame.schema)
         maps = self.maps(use)
         self.check_invertible(maps)
         types = self.output_types(dtype, frame.schema, inverse=True)
         return _like(data, mp.apply_maps(frame, maps, types, inverse=True))
+
+    def _global_only(self) -> FitState:
+        s = self._state()
+        if s.groups is not None:
+            raise UsageError(
+                f"these statistics are per key ({opt('by')} {','.join(s.groups.keys)}); the"
+                " Python API applies global statistics only: use `bnorm transform`"
+            )
+        return s
 
     @staticmethod
     def check_invertible(maps: Mapping[str, mp.AffineMap]) -> None:

@@ -562,6 +562,21 @@ def _block_moments(
     for i in np.flatnonzero(cancel):
         row = xs[i] if valid is None else xs[i][valid[i]]
         mean_hi[i], mean_lo[i], var[i] = _exact_row(row)
+    return _record_fields(n, width - n, lo, hi, mean_hi, mean_lo, var, scale)
+
+
+def _record_fields(
+    n: np.ndarray,
+    missing: np.ndarray | int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    mean_hi: np.ndarray,
+    mean_lo: np.ndarray,
+    var: np.ndarray,
+    scale: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The record's fields from scaled sums: scaled back, constant batches exact (their
+    mean is the constant, their variance 0), empty batches with no statistic."""
     if scale.any():
         with np.errstate(over="ignore"):
             mean_hi = np.ldexp(mean_hi, -scale)
@@ -574,7 +589,7 @@ def _block_moments(
     empty = n == 0
     return {
         "n": n,
-        "missing": width - n,
+        "missing": np.asarray(missing),
         "mean_hi": np.where(empty, 0.0, mean_hi),
         "mean_lo": np.where(empty, 0.0, mean_lo),
         "var": np.where(empty, 0.0, var),
@@ -719,3 +734,56 @@ def _two_prod(a: float, b: float) -> tuple[float, float]:
     """`two_prod` on two floats (the same operations)."""
     p, e = two_prod(a, b)  # type: ignore[arg-type]
     return float(p), float(e)
+
+
+# -- segments: the same rules over runs of rows of varying length ------------------
+def segment_moments(
+    x: np.ndarray,
+    starts: np.ndarray,
+    name: str = "",
+    inf: str = "error",
+    rows: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """`_block_moments` for consecutive runs of ``x`` (float64, NaN for missing) that
+    start at ``starts`` (increasing, each run non-empty): the moments of each run,
+    by the same rules (power-of-two scaling, the corrected two-pass sum, exact sums
+    where the mean cancels, constant runs exact). Per-key statistics use it: a run
+    is one group's rows in one batch. ``rows``: each value's row number (1-based),
+    for the error naming a +/-inf."""
+    size = x.size
+    width = np.diff(np.append(starts, size))
+    seg = np.repeat(np.arange(starts.size), width)
+    valid = ~np.isnan(x)
+    infinite = np.isinf(x)
+    if infinite.any():
+        if inf == "error":
+            at = int(np.flatnonzero(infinite)[0])
+            row = int(rows[at]) if rows is not None else at + 1
+            raise DataError(
+                f'column "{name}", row {row}: value {x[at]}; infinite values have no'
+                f" mean or variance (use {opt('inf', 'missing')} to treat them like NaN)",
+                column=name,
+                row=row,
+            )
+        valid &= ~infinite
+    n = np.add.reduceat(valid, starts).astype(np.int64) if size else np.zeros(0, np.int64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lo = np.minimum.reduceat(np.where(valid, x, np.inf), starts) if size else np.zeros(0)
+        hi = np.maximum.reduceat(np.where(valid, x, -np.inf), starts) if size else np.zeros(0)
+        top = np.maximum(np.abs(lo), np.abs(hi))
+        scale = _scales(top, n == 0)
+        xs = np.ldexp(x, scale[seg]) if scale.any() else x
+        xs = np.where(valid, xs, 0.0)
+        safe = np.maximum(n, 1)
+        m0 = (np.add.reduceat(xs, starts) if size else np.zeros(0)) / safe
+        dev = np.where(valid, xs - m0[seg], 0.0)
+        s1 = np.add.reduceat(dev, starts) if size else np.zeros(0)
+        s2 = np.add.reduceat(dev * dev, starts) if size else np.zeros(0)
+        corr = s1 / safe
+        var = np.maximum(s2 - s1 * corr, 0.0) / safe
+        mean_hi, mean_lo = two_sum(m0, corr)
+        cancel = (n > 1) & (np.abs(mean_hi) * 2.0**_CANCEL_BITS < np.ldexp(top, scale))
+    for i in np.flatnonzero(cancel):
+        a, b = int(starts[i]), int(starts[i]) + int(width[i])
+        mean_hi[i], mean_lo[i], var[i] = _exact_row(xs[a:b][valid[a:b]])
+    return _record_fields(n, width - n, lo, hi, mean_hi, mean_lo, var, scale)

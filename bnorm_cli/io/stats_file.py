@@ -140,6 +140,7 @@ SCHEMA: dict[str, Any] = {
                 "rank_error": {"type": "number", "minimum": 0},
             },
         },
+        "by": {"type": "object", "required": ["keys", "sidecar", "sidecar_id", "groups"]},
         "reading": {"type": "object"},
         "segments": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2},
         "columns": {"type": "object", "additionalProperties": _COLUMN},
@@ -250,8 +251,14 @@ def _scaling(model: BatchNorm, requires: list[str]) -> dict[str, Any]:
     return record
 
 
-def dumps(model: BatchNorm) -> str:
-    text = json.dumps(to_dict(model), indent=2, allow_nan=False)
+def dumps(model: BatchNorm, extra: dict[str, Any] | None = None) -> str:
+    """The file's text; ``extra``: more top-level fields (a per-key fit's, `groups_file`;
+    its ``requires`` is added to the file's)."""
+    doc = to_dict(model)
+    extra = dict(extra or {})
+    if "requires" in extra:
+        doc["requires"] = [*doc.get("requires", []), *extra.pop("requires")]
+    text = json.dumps({**doc, **extra}, indent=2, allow_nan=False)
     # a sketch's runs of counts on one line each, not one count per line (4x smaller)
     return _INT_LIST.sub(_one_line, text) + "\n"
 
@@ -265,6 +272,11 @@ _INT_LIST = re.compile(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]")
 
 
 def save(model: BatchNorm, path: str | os.PathLike[str]) -> None:
+    if model.state_ is not None and model.state_.groups is not None:
+        from . import groups_file  # per-key statistics: a Parquet sidecar beside
+
+        groups_file.save(model, str(path), dumps)
+        return
     write_text(path, dumps(model))
 
 
@@ -333,7 +345,12 @@ def load(path: str | os.PathLike[str], cls: type[BatchNorm] = BatchNorm) -> Batc
         raise StatsFileError(
             f"{path}: not a valid statistics file (JSON error: {e}); re-create it with `bnorm fit`"
         ) from None
-    return from_dict(doc, str(path), cls)
+    model = from_dict(doc, str(path), cls)
+    if isinstance(doc, dict) and ("by" in doc or "by" in (doc.get("requires") or [])):
+        from . import groups_file
+
+        groups_file.attach(model, doc, str(path))
+    return model
 
 
 def from_dict(
@@ -458,7 +475,8 @@ def from_dict(
 #: ``weight_sum``): its mean and variance are weighted, its counts are not.
 WEIGHTS = "weights"
 SCALER_FEATURE = "scaler"  # "center"/"scale" other than mean/std (core/scalers.py)
-KNOWN_FEATURES: frozenset[str] = frozenset({WEIGHTS, SCALER_FEATURE})
+#: by: per-key statistics (`groups_file`)
+KNOWN_FEATURES: frozenset[str] = frozenset({WEIGHTS, SCALER_FEATURE, "by"})
 
 
 def _quantiles(doc: dict[str, Any], cols: list[dict[str, Any]], source: str) -> Quantiles | None:
