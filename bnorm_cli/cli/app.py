@@ -633,7 +633,8 @@ def transform(
         if keys or min_count is not None or loaded.state_.groups is not None:  # type: ignore[union-attr]
             by_cli.refuse(drift=drift, weight=weight, engine_dask=units is not None)
             by_cli.transform(model, keys, min_count, inputs, stats, output, out_fmt, use.value,
-                             _dtype(dtype), inverse, input_format, encoding, text, quiet, strict,
+                             by_cli.float_type(_dtype(dtype)), inverse, input_format, encoding,
+                             text, quiet, strict,
                              report_path)  # fmt: skip
             return
         source = open_inputs(inputs, input_format, model, True, encoding, False, text=text)
@@ -894,7 +895,8 @@ def normalize(
             text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
             out_fmt = _output_format(output, output_format)
             by_cli.normalize(model, keys, count, inputs, output, out_fmt, mode.value, stats,
-                             _dtype(dtype), input_format, encoding, text, quiet, strict,
+                             by_cli.float_type(_dtype(dtype)), input_format, encoding, text,
+                             quiet, strict,
                              report_path)  # fmt: skip
             return
         if report_path:

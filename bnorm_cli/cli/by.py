@@ -41,6 +41,15 @@ def refuse(**given: object) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} cannot be combined with --by yet")
 
 
+def float_type(dtype: str | type[pl.DataType] | None) -> type[pl.DataType]:
+    """--dtype for per-key output: float64 or float32 (not "same" yet)."""
+    if dtype is None:
+        return pl.Float64
+    if isinstance(dtype, str):
+        raise UsageError("--dtype same cannot be combined with --by yet; use float64 or float32")
+    return dtype
+
+
 def refuse_scaling(model: BatchNorm) -> None:
     """Per-key statistics are mean/std only for now."""
     if not model.scaling.is_default:

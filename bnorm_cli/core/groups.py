@@ -366,8 +366,12 @@ def population_maps(
 ) -> mp.Maps:
     """Each group's inference map, ``(groups, columns)`` (the global builders)."""
     if use == "running":
-        return mp.running_maps(stats.running, eps, gamma, beta, stats.columns)
-    return mp.population_maps(stats.population, eps, gamma, beta, stats.columns)
+        run = stats.running
+        mp.check_finite_var(run.var, stats.columns, "running")
+        return mp.build(run.mean, np.zeros_like(run.mean), run.var, eps, gamma, beta)
+    pop = stats.population
+    mp.check_finite_var(pop.var, stats.columns, "population")
+    return mp.build(pop.mean_hi, pop.mean_lo, pop.var, eps, gamma, beta)
 
 
 def rare_groups(stats: GroupStats, min_count: int) -> np.ndarray:

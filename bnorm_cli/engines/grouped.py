@@ -196,13 +196,14 @@ def normalize(
             f = done.fields
             if mode == "running":
                 assert done.means is not None and done.variances is not None
-                group = mp.running_maps((done.means, done.variances), eps, gamma, beta, columns)
-                whole = mp.running_maps(trace, eps, gamma, beta, columns)
+                why = "--mode running"
+                group = model.running_maps((done.means, done.variances), why)
+                whole = model.running_maps(trace, why)
                 rare = (done.counts < min_count) & (f["n"] > 0)
             else:
                 mp.check_finite_var(f["var"], columns, "batch")
                 group = mp.build(f["mean_hi"], f["mean_lo"], f["var"], eps, gamma, beta)
-                whole = mp.batch_maps(table, eps, gamma, beta, columns)
+                whole = model.batch_maps(frame, table)
                 rare = (f["n"] < min_count) & (f["n"] > 0)
             segs = done.segments
             of_row = segs.of_row
