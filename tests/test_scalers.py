@@ -645,3 +645,18 @@ def test_normalize_dtype_same(tmp_path: Path) -> None:
     got = pl.read_parquet(out)
     assert got.schema == {"f32": pl.Float32, "i": pl.Float64}
     assert got.get_column("i").to_list() == [0.0, 1 / 3, 2 / 3, 1.0]
+
+
+@pytest.mark.parametrize("choice", [["--scale", "iqr"], ["--scale", "range"], ["--center", "none"]])
+def test_fit_report_does_not_flag_unused_running_statistics(
+    tmp_path: Path, choice: list[str]
+) -> None:
+    """Running statistics are never applied with these choices: no 'not converged' footer."""
+    path = tmp_path / "d.csv"
+    pl.DataFrame({"a": np.arange(1000.0)}).write_csv(path)
+    args = ["fit", str(path), "-s", str(tmp_path / "s.json"), "-b", "100"]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0 and "not converged" in plain.stderr
+    chosen = runner.invoke(app, [*args, *choice])
+    assert chosen.exit_code == 0, chosen.stderr
+    assert ("not converged" in chosen.stderr) == (choice == ["--center", "none"])

@@ -496,7 +496,10 @@ class BatchNorm:
         return [phrase(w, cli) for w in out]
 
     def not_converged(self) -> list[str]:
-        """Columns whose running statistics still weigh their 0/1 start over 5%."""
+        """Columns whose running statistics still weigh their 0/1 start over 5%
+        (none for a centre/scale choice that running statistics cannot apply)."""
+        if not self.scaling.has_running:
+            return []
         s = self._state()
         weight = diagnostics.not_converged(s.running, self.momentum)
         return [c for j, c in enumerate(s.columns) if weight[j] > diagnostics.NOT_CONVERGED]
