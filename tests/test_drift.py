@@ -361,3 +361,27 @@ def test_the_gate_is_exit_3_under_strict(files: dict[str, Path], tmp_path: Path)
     assert not out.exists()
     _run(["transform", files["same"], "-s", files["stats"], *args])
     assert out.exists()
+
+
+def test_strict_makes_a_drift_warning_an_error(files: dict[str, Path], tmp_path: Path) -> None:
+    """Without the gate, --strict treats a drifted column as any other warning: exit 1,
+    one line naming the column, the output not published; no drift: exit 0."""
+    out, report = tmp_path / "out.parquet", tmp_path / "drift.json"
+    args = ["-o", out, "--drift", "--strict", "--drift-report", report]
+    failed = _run(["transform", files["moved"], "-s", files["stats"], *args], code=1)
+    lines = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and '--strict:' in lines[0] and 'column "a" drifted' in lines[0]
+    assert '"b"' not in lines[0] and "Traceback" not in failed.stderr
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+    assert json.loads(report.read_text())["drifted"] == ["a"]  # the report still says why
+    # without --strict: a warning, and the output is written
+    warned = _run(["transform", files["moved"], "-s", files["stats"], "-o", out, "--drift", "-q"])
+    assert 'warning: column "a" drifted' in warned.stderr and out.exists()
+    out.unlink()
+    # no drift: --strict passes
+    _run(["transform", files["same"], "-s", files["stats"], "-o", out, "--drift", "--strict"])
+    assert out.exists()
+    # with the gate too, drift stays exit 3 (its own code wins over --strict's 1)
+    out.unlink()
+    _run(["transform", files["moved"], "-s", files["stats"], *args, "--fail-on-drift"], code=3)
+    assert not out.exists()

@@ -43,6 +43,7 @@ from .options import (
     Debug,
     DecimalComma,
     Delimiter,
+    DMax,
     DriftReport,
     DriftThreshold,
     DType,
@@ -69,7 +70,10 @@ from .options import (
     Overwrite,
     QuantileRange,
     Quiet,
+    Ramp,
+    RenormMomentum,
     ReportPath,
+    RMax,
     Scale,
     ScaleOpt,
     Scheduler,
@@ -77,6 +81,7 @@ from .options import (
     StatsOut,
     Strict,
     UseStats,
+    Warmup,
     Weight,
     Workers,
     names,
@@ -677,12 +682,17 @@ def transform(
         def gate() -> None:  # after the last row, before the output is complete
             assert watch is not None
             found = dr.drifted(watch.results(thresholds))
-            if found:
+            if found and fail_on_drift:
                 names = ", ".join(d.column for d in found)
                 raise dr.DriftFound(
                     f"{source.name}: {len(found)} column(s) drifted from {stats} ({names});"
                     " the output was not written (--fail-on-drift)",
                     found,
+                )
+            if found:  # --strict: a drift warning is an error like the others (exit 1)
+                more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+                raise dr.DriftWarned(
+                    f"--strict: {source.name}: {dr.warning_line(found[0])}{more}", found
                 )
 
         with _progress("transform", source.total_rows, quiet) as advance:
@@ -696,11 +706,11 @@ def transform(
                 advance,
                 profile,
                 watch=watch,
-                gate=gate if fail_on_drift else None,
+                gate=gate if fail_on_drift or (strict and watch is not None) else None,
             )
             try:
                 rows = write_batches(output, out_fmt, schema, batches)
-            except dr.DriftFound:
+            except (dr.DriftFound, dr.DriftWarned):
                 assert watch is not None
                 _finish_drift(
                     "transform",
@@ -822,7 +832,9 @@ def normalize(
         typer.Option(
             "--mode",
             help="batch: each batch's own statistics (BN training); running: the running"
-            " statistics, updated by each batch and then applied to it.",
+            " statistics, updated by each batch and then applied to it; renorm: batch"
+            " renormalization (each batch's statistics corrected toward the moving ones by"
+            " clipped r and d).",
         ),
     ] = ModeOpt.batch,
     stats: Annotated[
@@ -833,6 +845,11 @@ def normalize(
     ] = None,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     momentum: MomentumOpt = "0.1",
+    renorm_momentum: RenormMomentum = None,
+    rmax: RMax = None,
+    dmax: DMax = None,
+    warmup: Warmup = None,
+    ramp: Ramp = None,
     eps: Eps = 1e-5,
     columns: Columns = None,
     exclude: Exclude = None,
@@ -867,6 +884,9 @@ def normalize(
     from ..io.writers import write_batches
 
     with handled(debug, "bnorm normalize"):
+        renorm = _renorm_options(
+            mode, momentum=renorm_momentum, rmax=rmax, dmax=dmax, warmup=warmup, ramp=ramp
+        )
         model = _model(
             batch_size,
             momentum,
@@ -879,9 +899,10 @@ def normalize(
             True,
             weight,
             scaling=(center, scale, feature_range, quantile_range),
+            renorm=renorm,
         )
-        if mode is ModeOpt.running:
-            check_running(model.scaling, "--mode running")
+        if mode in (ModeOpt.running, ModeOpt.renorm):
+            check_running(model.scaling, f"--mode {mode.value}")
         if stats and model.scaling.needs_quantiles:
             raise UsageError(
                 "-s: a statistics file with a median or IQR needs the quantiles of all the"
@@ -922,7 +943,8 @@ def normalize(
                     source.warnings,
                     fitting=True,
                     uses_running=running,
-                    batch_mode=not running,
+                    batch_mode=mode.value == "batch",
+                    renorm=mode.value == "renorm",
                 )
                 if put_stats is not None:  # written before the data output is renamed
                     # into place (a full disk there publishes nothing), renamed after it
@@ -1257,6 +1279,7 @@ def _model(
         None,
         None,
     ),
+    renorm: dict[str, Any] | None = None,
 ) -> BatchNorm:
     g = per_column(gamma, "--gamma")
     b = per_column(beta, "--beta")
@@ -1276,6 +1299,7 @@ def _model(
         scale=scale.value,
         feature_range=pair(feature_range, "--range"),
         quantile_range=pair(quantile_range, "--quantile-range"),
+        renorm=renorm,
     )
 
 
@@ -1285,6 +1309,16 @@ def _rereadable(inputs: list[str], input_format: str | None) -> bool:
         f.path != "-" and (is_url(f.path) or os.path.isfile(f.path))
         for f in expand_inputs(inputs, input_format)
     )
+
+
+def _renorm_options(mode: ModeOpt, **given: float | int | None) -> dict[str, Any]:
+    """--mode renorm's options that were given (the others keep their defaults); any of
+    them with another mode is a usage error."""
+    named = {k: v for k, v in given.items() if v is not None}
+    if named and mode is not ModeOpt.renorm:
+        flag = "--renorm-momentum" if "momentum" in named else f"--{next(iter(named))}"
+        raise UsageError(f"{flag} applies to --mode renorm only (this is --mode {mode.value})")
+    return named
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ class UseStats(StrEnum):
 class ModeOpt(StrEnum):
     batch = "batch"
     running = "running"
+    renorm = "renorm"
 
 
 class DType(StrEnum):
@@ -253,7 +254,8 @@ Strict = Annotated[
     typer.Option(
         "--strict",
         help="Make warnings errors (exit 1, nothing written): unconverged running"
-        " statistics, eps above the variance, ordered data, row ids.",
+        " statistics, eps above the variance, ordered data, row ids, drifted columns"
+        " (transform --drift).",
         metavar="",
     ),
 ]
@@ -264,6 +266,52 @@ Weight = Annotated[
         help="Column of per-row weights (frequency weights, as scikit-learn's sample_weight;"
         " >= 0, never normalized): weighted mean and variance.",
         metavar="COL",
+    ),
+]
+# -- normalize --mode renorm (batch renormalization, core/renorm.py) -------------
+RenormMomentum = Annotated[
+    float | None,
+    typer.Option(
+        "--renorm-momentum",
+        help="--mode renorm: the moving mean and std move this share toward each batch's"
+        r" (0 < A <= 1; Keras' renorm_momentum=0.99 is 0.01) \[default: 0.01]",
+        metavar="A",
+    ),
+]
+RMax = Annotated[
+    float | None,
+    typer.Option(
+        "--rmax",
+        help=r"--mode renorm: r = sigma_B/sigma is clipped to \[1/RMAX, RMAX] (>= 1; inf: no"
+        r" clip) \[default: 3]",
+        metavar="RMAX",
+    ),
+]
+DMax = Annotated[
+    float | None,
+    typer.Option(
+        "--dmax",
+        help=r"--mode renorm: d = (mu_B - mu)/sigma is clipped to \[-DMAX, DMAX] (>= 0; inf: no"
+        r" clip) \[default: 5]",
+        metavar="DMAX",
+    ),
+]
+Warmup = Annotated[
+    int | None,
+    typer.Option(
+        "--warmup",
+        help="--mode renorm: the first N batches are plain batch normalization (r=1, d=0)"
+        r" \[default: 0]",
+        metavar="N",
+    ),
+]
+Ramp = Annotated[
+    int | None,
+    typer.Option(
+        "--ramp",
+        help="--mode renorm: after the warm-up, rmax and dmax grow linearly to --rmax/--dmax"
+        r" over N batches (0: at once) \[default: 0]",
+        metavar="N",
     ),
 ]
 Inf = Annotated[

@@ -230,3 +230,16 @@ def batch_mode_messages(columns: Sequence[str], run: RunningState, batches: int)
         f"{_names(never)}: no batch had 2 or more valid values, so batch mode mapped every"
         f" value to beta; use a larger {opt('batch_size')}"
     ]
+
+
+def renorm_messages(columns: Sequence[str], updates: np.ndarray, batches: int) -> list[str]:
+    """Batch renormalization's moving statistics start from the first batch with a
+    value, so they have nothing to converge from; a column without any value never
+    started them (its running statistics stay the 0/1 placeholder)."""
+    never = [c for j, c in enumerate(columns) if batches and updates[j] == 0]
+    if not never:
+        return []
+    return [
+        f"{_names(never)}: no batch had a valid value, so batch renormalization's moving"
+        " statistics never started (the running statistics are the 0/1 placeholder)"
+    ]

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import polars as pl
 
-from .errors import BnormError, UsageError, opt
+from .errors import BnormError, DataError, UsageError, opt
 from .fold import Population, group_population, merge_population
 from .moments import Moments, MomentsTable, table_moments
 from .sketch import NO_EXP, Histogram, Summary
@@ -72,6 +72,14 @@ class DriftFound(BnormError):
     """A column drifted and ``--fail-on-drift`` was given (exit 3)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, results: list[ColumnDrift]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+class DriftWarned(DataError):
+    """A column drifted, without the gate, when warnings are errors (exit 1)."""
 
     def __init__(self, message: str, results: list[ColumnDrift]) -> None:
         super().__init__(message)

@@ -6,7 +6,9 @@ come from differs:
 
 * population: the exact whole-dataset mean and biased variance;
 * batch (BN training mode): the batch's own mean and biased variance;
-* running (BN inference mode): PyTorch ``BatchNorm1d`` running statistics.
+* running (BN inference mode): PyTorch ``BatchNorm1d`` running statistics;
+* renorm (batch renormalization): the batch's own mean and ``sqrt(var + eps)``,
+  with ``gamma * r`` for gamma and ``gamma * d + beta`` for beta (`renorm`).
 
 Other centre/scale choices (median, IQR, min-max, max-abs) fill the same maps:
 `scalers` builds every map from the statistics; `build` here is the std rule.
@@ -28,6 +30,7 @@ import polars as pl
 from . import dtypes
 from .dtypes import OutType
 from .errors import DataError, opt
+from .moments import MomentsTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,30 @@ def check_finite_var(
             column=column,
             batch=batch,
         )
+
+
+def renorm_maps(
+    t: MomentsTable,
+    r: np.ndarray,
+    d: np.ndarray,
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    columns: Sequence[str],
+) -> Maps:
+    """Batch renormalization: ``gamma * ((x - mu_B) / sigma_B * r + d) + beta`` as
+    ``(x - mu_B) * (gamma * r / sigma_B) + (gamma * d + beta)``, still centered
+    first. A batch without a valid value (``r``, ``d`` NaN) maps nothing."""
+    check_finite_var(t["var"], columns, "batch")
+    has = ~np.isnan(r)
+    return build(
+        t["mean_hi"],
+        t["mean_lo"],
+        t["var"],
+        eps,
+        gamma * np.where(has, r, 1.0),
+        gamma * np.where(has, d, 0.0) + beta,
+    )
 
 
 def apply_maps(

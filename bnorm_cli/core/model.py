@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from . import diagnostics, dtypes
 from . import maps as mp
+from . import renorm as rn
 from . import scalers as sc
 from .diagnostics import Trend
 from .dtypes import Spec
@@ -41,7 +42,7 @@ from .sketch import Summary
 #: Data the API accepts: polars frames or pyarrow tables / record batches.
 Data: TypeAlias = pl.DataFrame | pa.Table | pa.RecordBatch
 Use = Literal["population", "running"]
-Mode = Literal["batch", "running"]
+Mode = Literal["batch", "running", "renorm"]
 InfPolicy = Literal["error", "missing"]
 DEFAULT_BATCH_SIZE = 65536
 #: Rows per chunk when the model cuts data itself: many small batches at once.
@@ -73,6 +74,9 @@ class FitState:
     quantiles: Quantiles | None = None  # what a median/iqr choice needs (`scalers`)
     #: per-key statistics (``--by``, `groups.GroupFold`); None for a global fit
     groups: GroupFold | None = None
+    #: batch renormalization's moving statistics (None: the running statistics are
+    #: PyTorch's); the fold's running statistics are then derived from them
+    moving: rn.Moving | None = None
 
     @property
     def population(self) -> Population:
@@ -102,6 +106,8 @@ class BatchNorm:
     filled (`scalers`): ``scale="range"`` maps min to ``feature_range[0]`` and
     max to ``feature_range[1]`` (default (0, 1)); ``scale="iqr"`` divides by the
     spread between the ``quantile_range`` percentiles (default (25, 75)).
+    ``renorm``: the options of ``mode="renorm"`` (`renorm.Renorm`, or a mapping of
+    its fields: momentum, rmax, dmax, warmup, ramp).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class BatchNorm:
         scale: str = "std",
         feature_range: tuple[float, float] | None = None,
         quantile_range: tuple[float, float] | None = None,
+        renorm: rn.Renorm | Mapping[str, object] | None = None,
     ) -> None:
         self.sketch = bool(sketch)
         if weight is not None and (not isinstance(weight, str) or not weight):
@@ -135,6 +142,7 @@ class BatchNorm:
                 f" supported; drop {opt('weight')}, or centre on the mean with a std, range"
                 " or maxabs scale"
             )
+        self.renorm = check_renorm(renorm)
         self.batch_size = check_batch_size(batch_size)
         self.momentum: Momentum = check_momentum(momentum)
         self.eps = check_eps(eps)
@@ -144,6 +152,9 @@ class BatchNorm:
         self.beta = check_per_column(beta, "beta")
         self.inf: InfPolicy = check_inf(inf)
         self.state_: FitState | None = None
+        self._last_table: MomentsTable | None = None
+        #: the corrections of the last batches renormalized (`renorm.Trace`)
+        self.last_renorm_: rn.Trace | None = None
         self.last_moments_: dict[str, Moments] = {}
         #: how the input's text was read (informational; set and used by the CLI)
         self.reading_: dict[str, object] = {}
@@ -387,6 +398,7 @@ class BatchNorm:
         self.note_ranges(frame, table)
         self.fold(table)
         self.last_moments_ = table.moments(0) if len(table) else {}
+        self._last_table = table
         return self
 
     def fit(self, data: Data | Iterable[Data]) -> BatchNorm:
@@ -477,6 +489,7 @@ class BatchNorm:
         fitting: bool = True,
         batch_mode: bool = False,
         cli: bool = False,
+        renorm: bool = False,
     ) -> list[str]:
         """One-line warnings where the statistics are likely not what was meant
         (see `diagnostics`): about the fit, and about the running statistics when
@@ -489,7 +502,9 @@ class BatchNorm:
             out += diagnostics.fit_messages(
                 s.columns, s.population, eps, s.trend, s.fold.batches, integer, self.batch_size
             )
-        if uses_running:
+        if s.moving is not None and (uses_running or renorm):  # no 0/1 start to converge from
+            out += diagnostics.renorm_messages(s.columns, s.moving.updates, s.fold.batches)
+        elif uses_running:
             out += diagnostics.running_messages(s.columns, s.running, self.momentum, s.fold.batches)
         if batch_mode:
             out += diagnostics.batch_mode_messages(s.columns, s.running, s.fold.batches)
@@ -629,9 +644,20 @@ class BatchNorm:
         """One BN training-mode step: account for the batch, then normalize it.
 
         ``batch``: with the batch's own statistics. ``running``: with the running
-        statistics just updated by this batch.
+        statistics just updated by this batch. ``renorm``: batch renormalization
+        (`renorm`), corrected by the moving statistics from before this batch.
         """
         frame = _polars(batch)
+        self._check_mode(mode)
+        if mode == "renorm":
+            sc.check_running(self.scaling, opt("mode", "renorm"))
+            self._partial_fit(frame, rows)
+            s = self._state()
+            table = self._last_table
+            assert table is not None
+            maps, self.last_renorm_ = self.renorm_step(table)
+            types = self.output_types(dtype, frame.schema)
+            return mp.apply_batch_maps(frame, s.columns, maps, table.rows, types)
         if mode == "running":
             sc.check_running(self.scaling, opt("mode", "running"))
         self._partial_fit(frame, rows)
@@ -666,9 +692,17 @@ class BatchNorm:
         (mean, var) after each batch.
         """
         s = self._state()
-        if mode == "running":
-            sc.check_running(self.scaling, opt("mode", "running"))
+        self._check_mode(mode)
+        if mode in ("running", "renorm"):
+            sc.check_running(self.scaling, opt("mode", mode))
         table = self.moments(frame, rows)
+        if mode == "renorm":
+            self.fold(table)
+            maps, step = self.renorm_step(table)
+            self.last_renorm_ = step
+            types = self.output_types(dtype, frame.schema)
+            out = mp.apply_batch_maps(frame, s.columns, maps, table.rows, types)
+            return out, table, (step.mean, step.var)
         trace = self.fold(table, trace=True)
         assert trace is not None
         if mode == "running":
@@ -678,6 +712,34 @@ class BatchNorm:
         types = self.output_types(dtype, frame.schema)
         out = mp.apply_batch_maps(frame, s.columns, maps, table.rows, types)
         return out, table, trace
+
+    def _check_mode(self, mode: Mode) -> None:
+        if mode not in ("batch", "running", "renorm"):
+            raise UsageError(f'mode must be "batch", "running" or "renorm", got {mode!r}')
+        if mode != "renorm" and self.state_ is not None and self.state_.moving is not None:
+            raise UsageError(
+                f'mode="{mode}" after mode="renorm": the running statistics are batch'
+                " renormalization's; start a new model for another mode"
+            )
+
+    def renorm_step(self, table: MomentsTable) -> tuple[mp.Maps, rn.Trace]:
+        """Batch renormalization of the just folded batches of ``table``: each batch's
+        map and corrections (`renorm.step`); the moving statistics become the running
+        statistics (mean, ``std**2 - eps``), what inference uses afterwards."""
+        s = self._state()
+        if s.moving is None:
+            if s.fold.batches > len(table):
+                raise UsageError(
+                    "batch renormalization starts with the first batch; this model has"
+                    " already folded batches in another mode (start a new one)"
+                )
+            s.moving = rn.Moving.start(len(s.columns))
+        s.moving, step = rn.step(s.moving, table, self.eps, self.renorm)
+        s.fold.running = RunningState(
+            s.moving.mean, s.moving.running_var(self.eps), s.moving.updates.copy()
+        )
+        maps = mp.renorm_maps(table, step.r, step.d, self.eps, s.gamma, s.beta, s.columns)
+        return maps, step
 
     # -- changed copies -------------------------------------------------------------
     def adjusted(
@@ -724,6 +786,7 @@ class BatchNorm:
             inf=self.inf if inf is None else inf,
             weight=self.weight if weight is None else weight,
             **sc.params(self.scaling),
+            renorm=self.renorm,
         )
         g, b = s.gamma[keep].copy(), s.beta[keep].copy()
         for spec, target, what in ((gamma, g, "gamma"), (beta, b, "beta")):
@@ -743,6 +806,7 @@ class BatchNorm:
             warnings=list(s.warnings),
             trend=s.trend.take(keep) if s.trend is not None else None,
             quantiles=s.quantiles.take(keep) if s.quantiles is not None else None,
+            moving=s.moving.take(keep) if s.moving is not None else None,
         )
         return new
 
@@ -764,6 +828,14 @@ def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> Ba
     warnings = list(a.warnings)
     for model, label in zip(models[1:], labels[1:], strict=True):
         b = model._state()
+        for which, state in ((labels[0], a), (label, b)):
+            if state.moving is not None:
+                raise StatsFileError(
+                    f"{which}: its running statistics are batch renormalization's"
+                    " (normalize --mode renorm), which start from the first batch's own"
+                    " statistics and do not compose; fit the whole data in one pass instead",
+                    file=which,
+                )
         for what, mine, theirs in (
             ("columns", a.columns, b.columns),
             ("dtypes", a.dtypes, b.dtypes),
@@ -861,6 +933,22 @@ def check_momentum(value: float | str | None) -> Momentum:
             f'{opt("momentum")} must be a number in [0, 1] or "cumulative", got {value!r}'
         )
     return m
+
+
+def check_renorm(value: rn.Renorm | Mapping[str, object] | None) -> rn.Renorm:
+    """Batch renormalization's options (`renorm.check`), from a `Renorm` or a mapping."""
+    if value is None:
+        return rn.Renorm()
+    if isinstance(value, rn.Renorm):
+        return rn.check(value.momentum, value.rmax, value.dmax, value.warmup, value.ramp)
+    if not isinstance(value, Mapping):
+        raise UsageError(f"renorm must be a mapping of its options, got {value!r}")
+    unknown = set(value) - {"momentum", "rmax", "dmax", "warmup", "ramp"}
+    if unknown:
+        raise UsageError(
+            f"renorm: unknown option {sorted(unknown)[0]!r} (momentum, rmax, dmax, warmup, ramp)"
+        )
+    return rn.check(**value)  # type: ignore[arg-type]
 
 
 def check_inf(value: str) -> InfPolicy:

@@ -349,6 +349,8 @@ def normalize(
         assert traced is not None
         if mode == "running":
             maps = model.running_maps(traced, opt("mode", "running"))
+        elif mode == "renorm":  # sequential over batches, on the client, in batch order
+            maps, _ = model.renorm_step(table)
         else:
             maps = model.batch_maps(None, table)
         jobs.append((span, maps, table.rows))

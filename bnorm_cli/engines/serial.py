@@ -37,6 +37,7 @@ from ..core.frames import to_polars
 from ..core.maps import apply_maps
 from ..core.model import BatchNorm, Mode, Use, chunk_rows
 from ..core.moments import Moments, MomentsTable, table_moments
+from ..core.renorm import Trace
 from ..core.scalers import Quantiles, check_running
 from ..io.readers import Source
 from .quantiles import column_quantiles
@@ -68,6 +69,10 @@ class Profile(Protocol):
     ) -> None: ...
 
     def add_trace(self, moments: Mapping[str, Moments], running: Mapping[str, Running]) -> None: ...
+
+    def add_corrections(
+        self, r: Mapping[str, float], d: Mapping[str, float], rmax: float, dmax: float
+    ) -> None: ...
 
 
 def output_schema(schema: pa.Schema, columns: list[str], dtype: OutType) -> pa.Schema:
@@ -135,6 +140,17 @@ def _observe(
         }
         after = out.slice(start, rows) if out is not None else None
         profile.add_batch(frame.slice(start, rows), after, table.moments(i), running)
+
+
+def _corrections(profile: Profile, columns: list[str], step: Trace) -> None:
+    """Each batch's renormalization r and d, for the report's charts."""
+    for i in range(step.r.shape[0]):
+        profile.add_corrections(
+            {c: float(step.r[i, j]) for j, c in enumerate(columns)},
+            {c: float(step.d[i, j]) for j, c in enumerate(columns)},
+            float(step.rmax[i]),
+            float(step.dmax[i]),
+        )
 
 
 #: Bytes of float64 values per chunk of one column group: a wide columnar input
@@ -407,6 +423,8 @@ def normalize(
                 frame = frame.drop(model.weight)
             if profile is not None:
                 _observe(profile, frame, out, table, trace)
+                if mode == "renorm" and model.last_renorm_ is not None:
+                    _corrections(profile, table.columns, model.last_renorm_)
             yield _replace(batch, out, schema)
 
     return schema, run()

@@ -5,6 +5,10 @@ mean is ``mean + mean_residual`` (two float64s), which keeps the centering of a
 column like ``1e9 + noise`` exact to the last bit of the noise. Readers that
 ignore it get the correctly rounded mean.
 
+A file written by ``normalize --mode renorm`` has a top-level ``renorm`` object
+(its options); its running statistics are then batch renormalization's moving
+mean and ``std**2 - eps`` (`core.renorm`), applied like any others.
+
 Writing is atomic; loading validates the whole document against `SCHEMA` and
 then its internal consistency, so a file that was truncated, hand-edited into
 nonsense or written by a newer bnorm is refused with one line naming the file.
@@ -24,6 +28,7 @@ from ..core.errors import DataError, StatsFileError, UsageError
 from ..core.fold import Fold, Population, Running, RunningState
 from ..core.model import BatchNorm, FitState
 from ..core.moments import Moments
+from ..core.renorm import Moving
 from ..core.scalers import CENTERS, SCALES, Quantiles, from_record, params
 from ..core.sketch import Histogram, Summary, from_runs, to_runs
 from ..version import __version__
@@ -144,6 +149,17 @@ SCHEMA: dict[str, Any] = {
         "reading": {"type": "object"},
         "segments": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2},
         "columns": {"type": "object", "additionalProperties": _COLUMN},
+        "renorm": {
+            "type": "object",
+            "required": ["momentum", "rmax", "dmax", "warmup", "ramp"],
+            "properties": {
+                "momentum": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "rmax": {"oneOf": [{"type": "number", "minimum": 1}, {"const": "inf"}]},
+                "dmax": {"oneOf": [{"type": "number", "minimum": 0}, {"const": "inf"}]},
+                "warmup": _count,
+                "ramp": _count,
+            },
+        },
     },
 }
 
@@ -227,6 +243,7 @@ def to_dict(model: BatchNorm) -> dict[str, Any]:
         **({"segments": segments} if len(segments := model.segments_) > 1 else {}),
         **({"requires": requires} if requires else {}),
         **scaling,
+        **({"renorm": model.renorm.as_dict()} if _renormalized(model) else {}),
         "input_columns": dict(model.input_schema_),
         **({"reading": dict(model.reading_)} if model.reading_ else {}),
         "columns": columns,
@@ -249,6 +266,10 @@ def _scaling(model: BatchNorm, requires: list[str]) -> dict[str, Any]:
     if q is not None:
         record["quantiles"] = {"probs": list(q.probs), "exact": q.exact, "rank_error": q.rank_error}
     return record
+
+
+def _renormalized(model: BatchNorm) -> bool:
+    return model.state_ is not None and model.state_.moving is not None
 
 
 def dumps(model: BatchNorm, extra: dict[str, Any] | None = None) -> str:
@@ -397,6 +418,7 @@ def from_dict(
         inf=doc.get("inf", "error"),
         weight=doc.get("weight"),
         **params(scaling),
+        renorm=doc.get("renorm"),
     )
     columns = list(doc["columns"])
     cols = [doc["columns"][c] for c in columns]
@@ -461,6 +483,13 @@ def from_dict(
         beta=np.array([float(col["beta"]) for col in cols], np.float64),
         fold=fold,
         quantiles=_quantiles(doc, cols, source),
+        moving=Moving(
+            running.mean,
+            np.sqrt(running.var + model.eps),
+            running.updates,
+        )
+        if "renorm" in doc
+        else None,
     )
     model.reading_ = dict(doc.get("reading", {}))
     return model

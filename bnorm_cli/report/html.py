@@ -83,6 +83,9 @@ def column_section(
         charts.append(svg.trace(t.batch_var, t.running_var, population[1], "variance"))
     elif t.running_mean:
         extra = _single_batch(t, population)
+    if t.r:  # batch renormalization: the corrections between their limits
+        charts.append(svg.clipped(t.r, [1.0 / m for m in t.rmax], t.rmax, "renorm r"))
+        charts.append(svg.clipped(t.d, [-m for m in t.dmax], t.dmax, "renorm d"))
     return (
         f'<h3 id="{anchor}">{html.escape(name)}</h3>'
         f"<div class=charts>{''.join(charts)}</div>{extra}"
@@ -154,7 +157,8 @@ def to_html(
     parts.append(
         "<h2>Columns</h2><p class=meta>Histograms from a uniform row sample; the traces show"
         " each batch's mean and unbiased variance (dots), the running statistics after the"
-        " batch (line) and the population value (dashed).</p>"
+        " batch (line) and the population value (dashed); with --mode renorm, each batch's"
+        " corrections r and d (dots) between their clipping limits (dashed).</p>"
     )
     for a, r in zip(anchors, report.columns, strict=True):
         parts.append(column_section(r.column, a, profile, population.get(r.column, (None, None))))

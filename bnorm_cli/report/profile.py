@@ -29,6 +29,11 @@ class Trace:
     batch_var: list[float | None] = field(default_factory=list)
     running_mean: list[float] = field(default_factory=list)
     running_var: list[float] = field(default_factory=list)
+    #: batch renormalization: each batch's r and d, and the schedule's limits
+    r: list[float] = field(default_factory=list)
+    d: list[float] = field(default_factory=list)
+    rmax: list[float] = field(default_factory=list)
+    dmax: list[float] = field(default_factory=list)
 
 
 class Profile:
@@ -94,6 +99,17 @@ class Profile:
             t.batch_var.append(m.var_unbiased)
             t.running_mean.append(r.mean)
             t.running_var.append(r.var)
+
+    def add_corrections(
+        self, r: Mapping[str, float], d: Mapping[str, float], rmax: float, dmax: float
+    ) -> None:
+        """One batch's renormalization corrections (NaN: no value in the batch)."""
+        for c in self.columns:
+            t = self.traces[c]
+            t.r.append(r[c])
+            t.d.append(d[c])
+            t.rmax.append(rmax)
+            t.dmax.append(dmax)
 
     def _add_output(self, after: pl.DataFrame) -> None:
         if not after.height:

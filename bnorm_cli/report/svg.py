@@ -101,3 +101,39 @@ def trace(
         )
     note = f" (every {step}th batch)" if step > 1 else ""
     return _frame(f"{what} across {n:,} batches{note}", body, ("1", f"{n:,}"), (_num(lo), _num(hi)))
+
+
+def clipped(values: Sequence[float], low: Sequence[float], high: Sequence[float], what: str) -> str:
+    """Per-batch values (dots) between their clipping limits (lines): batch
+    renormalization's r and d. Non-finite values and limits are left out."""
+    n = len(values)
+    step = max(1, math.ceil(n / MAX_POINTS))
+    idx = list(range(0, n, step))
+    if idx[-1] != n - 1:
+        idx.append(n - 1)
+    ys = [v for i in idx for v in (values[i], low[i], high[i]) if math.isfinite(v)]
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    kx, cx = _scale(1, n, PAD + 2, W - 8)
+    ky, cy = _scale(lo, hi, H - 22, 20)
+
+    def pt(i: int, v: float) -> tuple[float, float]:
+        return (i + 1) * kx + cx, v * ky + cy
+
+    dots = "".join(
+        '<circle cx="{:.1f}" cy="{:.1f}" r="1.5" fill="#1f77b4"/>'.format(*pt(i, values[i]))
+        for i in idx
+        if math.isfinite(values[i])
+    )
+    lines = ""
+    for limit in (low, high):
+        points = " ".join(
+            "{:.1f},{:.1f}".format(*pt(i, limit[i])) for i in idx if math.isfinite(limit[i])
+        )
+        if points:
+            lines += (
+                f'<polyline points="{points}" fill="none" stroke="#d62728" stroke-dasharray="4 3"/>'
+            )
+    note = f" (every {step}th batch)" if step > 1 else ""
+    return _frame(
+        f"{what} across {n:,} batches{note}", lines + dots, ("1", f"{n:,}"), (_num(lo), _num(hi))
+    )
