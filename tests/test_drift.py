@@ -370,7 +370,7 @@ def test_strict_makes_a_drift_warning_an_error(files: dict[str, Path], tmp_path:
     args = ["-o", out, "--drift", "--strict", "--drift-report", report]
     failed = _run(["transform", files["moved"], "-s", files["stats"], *args], code=1)
     lines = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and '--strict:' in lines[0] and 'column "a" drifted' in lines[0]
+    assert len(lines) == 1 and "--strict:" in lines[0] and 'column "a" drifted' in lines[0]
     assert '"b"' not in lines[0] and "Traceback" not in failed.stderr
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
     assert json.loads(report.read_text())["drifted"] == ["a"]  # the report still says why

@@ -162,7 +162,14 @@ def test_transform(
 
 
 @pytest.mark.parametrize(
-    "mode", [["batch"], ["running"], ["batch", "--scale", "range"], ["batch", "--center", "none"]]
+    "mode",
+    [
+        ["batch"],
+        ["running"],
+        ["batch", "--scale", "range"],
+        ["batch", "--center", "none"],
+        ["renorm"],
+    ],
 )
 def test_normalize(
     tmp_path: Path, dataset: tuple[list[Path], pl.DataFrame], engine: list[str], mode: list[str]

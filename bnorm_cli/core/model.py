@@ -832,8 +832,9 @@ def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> Ba
             if state.moving is not None:
                 raise StatsFileError(
                     f"{which}: its running statistics are batch renormalization's"
-                    " (normalize --mode renorm), which start from the first batch's own"
-                    " statistics and do not compose; fit the whole data in one pass instead",
+                    f" ({opt('mode', 'renorm')}), which start from the first batch's own"
+                    " statistics and do not compose; normalize the whole data in one pass"
+                    " instead",
                     file=which,
                 )
         for what, mine, theirs in (

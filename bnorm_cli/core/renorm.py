@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError, opt
-from .moments import MomentsTable
+from .moments import MomentsTable, two_sum
 
 
 @dataclass(frozen=True)
@@ -136,17 +136,24 @@ def running_var(std: np.ndarray, updates: np.ndarray, eps: float) -> np.ndarray:
 class Moving:
     """The moving mean and standard deviation of every column: ``(columns,)`` arrays.
 
-    ``updates`` counts the batches that updated a column (0: not started yet, the
-    mean and std are then meaningless placeholders 0 and 1).
+    The mean is kept as ``mean + mean_lo`` (two floats, as the moments' means), so
+    ``d`` of a column like ``1e9 + noise`` is not the rounding of ``mu`` over a
+    small ``sigma``. ``updates`` counts the batches that updated a column (0: not
+    started yet, the mean and std are then meaningless placeholders 0 and 1).
     """
 
     mean: np.ndarray
     std: np.ndarray
     updates: np.ndarray
+    mean_lo: np.ndarray | None = None
 
     @classmethod
     def start(cls, width: int) -> Moving:
-        return cls(np.zeros(width), np.ones(width), np.zeros(width, np.int64))
+        return cls(np.zeros(width), np.ones(width), np.zeros(width, np.int64), np.zeros(width))
+
+    @property
+    def low(self) -> np.ndarray:
+        return self.mean_lo if self.mean_lo is not None else np.zeros_like(self.mean)
 
     def running_var(self, eps: float) -> np.ndarray:
         """The variance inference uses (`running_var`)."""
@@ -154,7 +161,7 @@ class Moving:
 
     def take(self, index: list[int]) -> Moving:
         idx = np.asarray(index, np.int64)
-        return Moving(self.mean[idx], self.std[idx], self.updates[idx])
+        return Moving(self.mean[idx], self.std[idx], self.updates[idx], self.low[idx])
 
 
 @dataclass(frozen=True)
@@ -188,15 +195,17 @@ def step(moving: Moving, t: MomentsTable, eps: float, options: Renorm) -> tuple[
     rmax, dmax = options.limits(t.batch)
     alpha = options.momentum
     mean, std, updates = moving.mean.copy(), moving.std.copy(), moving.updates.copy()
+    mean_lo = moving.low.copy()
     shape = n.shape
     r_out, d_out = np.full(shape, math.nan), np.full(shape, math.nan)
     mean_out, std_out, var_out = np.empty(shape), np.empty(shape), np.empty(shape)
     for i in range(len(t)):
         has = n[i] > 0
         first = has & (updates == 0)
-        mean = np.where(first, hi[i] + lo[i], mean)
+        mean = np.where(first, hi[i], mean)
+        mean_lo = np.where(first, lo[i], mean_lo)
         std = np.where(first, sigma_b[i], std)
-        diff = (hi[i] - mean) + lo[i]  # mu_B - mu, with mu_B's low part
+        diff = (hi[i] - mean) + (lo[i] - mean_lo)  # mu_B - mu, with both low parts
         with np.errstate(invalid="ignore"):
             r = np.clip(_quotient(sigma_b[i], std, 1.0), 1.0 / rmax[i], rmax[i])
             d = np.clip(_quotient(diff, std, 0.0), -dmax[i], dmax[i])
@@ -204,9 +213,14 @@ def step(moving: Moving, t: MomentsTable, eps: float, options: Renorm) -> tuple[
         first_d = np.where(first, 0.0, d)
         r_out[i] = np.where(has, first_r, math.nan)
         d_out[i] = np.where(has, first_d, math.nan)
-        mean = np.where(has, mean + alpha * diff, mean)
+        with np.errstate(invalid="ignore", over="ignore"):
+            new_hi, err = two_sum(mean, alpha * diff)
+            new_hi, new_lo = two_sum(new_hi, err + mean_lo)
+        mean = np.where(has, new_hi, mean)
+        mean_lo = np.where(has, new_lo, mean_lo)
         std = np.where(has, std + alpha * (sigma_b[i] - std), std)
         updates = updates + has
         mean_out[i], std_out[i] = mean, std
         var_out[i] = running_var(std, updates, eps)
-    return Moving(mean, std, updates), Trace(r_out, d_out, mean_out, std_out, var_out, rmax, dmax)
+    trace = Trace(r_out, d_out, mean_out, std_out, var_out, rmax, dmax)
+    return Moving(mean, std, updates, mean_lo), trace

@@ -165,6 +165,13 @@ def start(model: BatchNorm, source: Source, resume: bool = False) -> None:
     """Reset ``model`` for ``source`` or, with ``resume``, check that ``source`` can
     continue its fit (``fit --update``: the new batches follow the saved ones)."""
     if resume:
+        if model.state_ is not None and model.state_.moving is not None:
+            raise UsageError(
+                f"{opt('update')}: these statistics are batch renormalization's"
+                f" ({opt('mode', 'renorm')}), whose running statistics start from the first"
+                " batch and cannot be continued by a fit; normalize the whole data again"
+                " instead"
+            )
         check_fitted(model, source)
     else:
         model.start(polars_schema(source.schema))
