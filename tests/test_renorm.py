@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
@@ -516,3 +518,43 @@ def test_python_api_validation() -> None:
     renormed.train_step(frame, "renorm")
     with pytest.raises(UsageError, match='after mode="renorm"'):
         renormed.train_step(frame, "running")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    x=st.lists(
+        st.one_of(
+            st.floats(-1e3, 1e3, allow_nan=False), st.just(math.nan), st.sampled_from([0.0, 2.5])
+        ),
+        min_size=1,
+        max_size=120,
+    ),
+    size=st.integers(1, 25),
+    eps=st.sampled_from([0.0, 1e-5, 0.5]),
+    alpha=st.sampled_from([0.01, 0.3, 1.0]),
+    rmax=st.sampled_from([1.0, 1.7, 3.0, math.inf]),
+    dmax=st.sampled_from([0.0, 0.4, 5.0, math.inf]),
+    warmup=st.integers(0, 4),
+    ramp=st.integers(0, 5),
+)
+def test_property_against_the_reference(
+    x: list[float],
+    size: int,
+    eps: float,
+    alpha: float,
+    rmax: float,
+    dmax: float,
+    warmup: int,
+    ramp: int,
+) -> None:
+    arr = np.array(x)
+    options = {"momentum": alpha, "rmax": rmax, "dmax": dmax, "warmup": warmup, "ramp": ramp}
+    out, model = bnorm_renorm(pl.DataFrame({"x": arr}), size, eps=eps, **options)
+    ref = reference(arr, size, eps, alpha=alpha, rmax=rmax, dmax=dmax, warmup=warmup, ramp=ramp)
+    got = out["x"].to_numpy()
+    assert np.array_equal(np.isnan(got), np.isnan(ref["y"]))
+    ok = ~np.isnan(got)
+    scale = max(1.0, float(np.abs(ref["y"][ok]).max())) if ok.any() else 1.0
+    assert_allclose(got[ok], ref["y"][ok], rtol=1e-9, atol=1e-9 * scale)
+    if ref["mean"] is not None:
+        assert model.running_["x"].mean == pytest.approx(ref["mean"], rel=1e-9, abs=1e-9)

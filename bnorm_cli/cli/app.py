@@ -982,7 +982,7 @@ def normalize(
         rep = report.build(
             f"normalize --mode {mode.value}", source.name, model, model.rows_, warnings=warnings
         )
-        params = _parameters(model, ("mode", mode.value))
+        params = _parameters(model, ("mode", mode.value), *_renorm_parameters(model, mode))
         _finish(rep, report_path, quiet, model, profile, tuple(wrote), params)
 
 
@@ -1308,6 +1308,17 @@ def _rereadable(inputs: list[str], input_format: str | None) -> bool:
     return all(
         f.path != "-" and (is_url(f.path) or os.path.isfile(f.path))
         for f in expand_inputs(inputs, input_format)
+    )
+
+
+def _renorm_parameters(model: BatchNorm, mode: ModeOpt) -> tuple[tuple[str, str], ...]:
+    """--mode renorm's settings, for the HTML report."""
+    if mode is not ModeOpt.renorm:
+        return ()
+    o = model.renorm
+    return (
+        ("renorm", f"momentum {o.momentum:g}, rmax {o.rmax:g}, dmax {o.dmax:g}"),
+        ("schedule", f"warmup {o.warmup:,} batches, ramp {o.ramp:,} batches"),
     )
 
 
