@@ -89,10 +89,12 @@ def reference(
         rk, dk = limits(k, rmax, dmax, warmup, ramp)
         r = clip(ratio(s_b, sd, 1.0), 1.0 / rk, rk)
         d = clip(ratio(mu_b - mu, sd, 0.0), -dk, dk)
+        r, d = (r if math.isfinite(r) else 1.0), (d if math.isfinite(d) else 0.0)
         rs.append(r)
         ds.append(d)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.where(xb == mu_b, 0.0, (xb - mu_b) / s_b)  # a constant batch: z = 0
+        # sigma_B = 0 (eps = 0): maps.build's rule, scale 1; for a constant batch z = 0,
+        # and for values whose variance underflows (5e-324) z stays finite
+        z = (xb - mu_b) / (s_b if s_b > 0 else 1.0)
         y[start : start + xb.size] = np.where(np.isnan(xb), np.nan, gamma * (z * r + d) + beta)
         mu += alpha * (mu_b - mu)
         sd += alpha * (s_b - sd)
@@ -378,6 +380,13 @@ def test_eps_zero_zero_spread() -> None:
     assert got[:10].tolist() == [1.0] * 10 and t.d[1, 0] == 5.0 and got[10] == 2 * 5 + 1
     # batch 2: sigma_B > 0 = sigma: r = rmax
     assert t.r[2, 0] == 3.0
+    # without limits, an infinite correction is not applied (r = 1, d = 0): finite
+    out, model = bnorm_renorm(
+        pl.DataFrame({"x": x}), 10, eps=0.0, rmax=math.inf, dmax=math.inf, momentum=0.5
+    )
+    t = model.last_renorm_
+    assert t is not None and np.isfinite(out["x"].to_numpy()).all()
+    assert (t.r[1, 0], t.d[1, 0]) == (1.0, 0.0)  # 0/0 and 5/0
 
 
 def test_an_offset_column_keeps_its_digits() -> None:
@@ -552,6 +561,7 @@ def test_property_against_the_reference(
     out, model = bnorm_renorm(pl.DataFrame({"x": arr}), size, eps=eps, **options)
     ref = reference(arr, size, eps, alpha=alpha, rmax=rmax, dmax=dmax, warmup=warmup, ramp=ramp)
     got = out["x"].to_numpy()
+    assert np.array_equal(np.isnan(got), np.isnan(arr)) and not np.isinf(got).any()
     assert np.array_equal(np.isnan(got), np.isnan(ref["y"]))
     ok = ~np.isnan(got)
     scale = max(1.0, float(np.abs(ref["y"][ok]).max())) if ok.any() else 1.0

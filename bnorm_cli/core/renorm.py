@@ -31,7 +31,9 @@ biased variance) and the moving mean ``mu`` and standard deviation ``sigma``
 * **Zero spread** (only with ``eps = 0``): ``r`` and ``d`` are the clipped limits of
   their quotients: ``c / 0`` is ``+-inf`` (clipped to the limit), ``0 / 0`` is the
   neutral value (``r = 1``, ``d = 0``). A constant batch (``sigma_B = 0``) maps to
-  ``gamma * d + beta`` (every value equals ``mu_B``).
+  ``gamma * d + beta`` (every value equals ``mu_B``). A correction still infinite
+  after the clip (``sigma = 0`` with ``rmax`` or ``dmax`` inf) is not applied: it
+  takes the neutral value, so outputs stay finite.
 
 What inference uses afterwards (the statistics file's running statistics) is
 ``mu`` and ``sigma**2 - eps`` (floored at 0), so ``transform --use running``
@@ -209,6 +211,8 @@ def step(moving: Moving, t: MomentsTable, eps: float, options: Renorm) -> tuple[
         with np.errstate(invalid="ignore"):
             r = np.clip(_quotient(sigma_b[i], std, 1.0), 1.0 / rmax[i], rmax[i])
             d = np.clip(_quotient(diff, std, 0.0), -dmax[i], dmax[i])
+        r = np.where(np.isfinite(r), r, 1.0)  # unbounded (sigma = 0, no clip): not applied
+        d = np.where(np.isfinite(d), d, 0.0)
         first_r = np.where(first, 1.0, r)  # exactly the neutral values on the first batch
         first_d = np.where(first, 0.0, d)
         r_out[i] = np.where(has, first_r, math.nan)
