@@ -462,8 +462,14 @@ def test_statistics_file_and_transform_use_running(data: Path, tmp_path: Path) -
     assert_allclose(
         pl.read_parquet(applied)["x"].to_numpy(), (x - mu) / math.sqrt(var + 1e-5), rtol=1e-12
     )
-    # the file loads back, and saves to the same bytes
+    # the file loads back, and saves to the same bytes; a field a later bnorm adds to
+    # "renorm" is ignored, a bad value is refused as a bad file (exit 1)
     assert stats_file.dumps(stats_file.load(stats)) == stats.read_text()
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps({**doc, "renorm": {**doc["renorm"], "new": 1}}))
+    assert stats_file.load(later).renorm == stats_file.load(stats).renorm
+    later.write_text(json.dumps({**doc, "renorm": {**doc["renorm"], "rmax": 0.5}}))
+    _run(["inspect", later], code=1)
     # its running statistics do not continue or compose
     _run(["fit", data, "-s", stats, "--update", "-q"], code=2)
     result = _run(["merge", stats, stats, "-o", tmp_path / "m.json", "-q"], code=1)
@@ -527,6 +533,8 @@ def test_python_api_validation() -> None:
     renormed.train_step(frame, "renorm")
     with pytest.raises(UsageError, match='after mode="renorm"'):
         renormed.train_step(frame, "running")
+    with pytest.raises(UsageError, match="partial_fit"):
+        renormed.partial_fit(frame)
 
 
 @settings(max_examples=150, deadline=None)

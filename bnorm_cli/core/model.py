@@ -368,6 +368,7 @@ class BatchNorm:
         ``rows`` is the batch's row count when ``batch`` holds only the columns to
         normalize (possibly none); by default its height.
         """
+        self._check_mode("batch")  # after renorm, a plain update would mix the two
         if self.scaling.needs_quantiles:
             raise UsageError(
                 f"partial_fit: {self.scaling.describe()} needs quantiles of all the data, which"
@@ -718,8 +719,8 @@ class BatchNorm:
             raise UsageError(f'mode must be "batch", "running" or "renorm", got {mode!r}')
         if mode != "renorm" and self.state_ is not None and self.state_.moving is not None:
             raise UsageError(
-                f'mode="{mode}" after mode="renorm": the running statistics are batch'
-                " renormalization's; start a new model for another mode"
+                f'mode="{mode}" (or partial_fit) after mode="renorm": the running statistics'
+                " are batch renormalization's; start a new model for another mode"
             )
 
     def renorm_step(self, table: MomentsTable) -> tuple[mp.Maps, rn.Trace]:

@@ -268,6 +268,9 @@ def _scaling(model: BatchNorm, requires: list[str]) -> dict[str, Any]:
     return record
 
 
+_RENORM = ("momentum", "rmax", "dmax", "warmup", "ramp")
+
+
 def _renormalized(model: BatchNorm) -> bool:
     return model.state_ is not None and model.state_.moving is not None
 
@@ -418,7 +421,8 @@ def from_dict(
         inf=doc.get("inf", "error"),
         weight=doc.get("weight"),
         **params(scaling),
-        renorm=doc.get("renorm"),
+        # its known fields only: a later bnorm may add some (the extension rule)
+        renorm={k: doc["renorm"][k] for k in _RENORM} if "renorm" in doc else None,
     )
     columns = list(doc["columns"])
     cols = [doc["columns"][c] for c in columns]
