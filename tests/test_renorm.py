@@ -83,6 +83,8 @@ def reference(
             continue
         mu_b = math.fsum(valid.tolist()) / valid.size
         v_b = math.fsum(((valid - mu_b) ** 2).tolist()) / valid.size
+        if (valid == valid[0]).all():  # design.md: a constant batch's mean is the constant
+            mu_b, v_b = float(valid[0]), 0.0
         s_b = math.sqrt(v_b + eps)
         if mu is None or sd is None:
             mu, sd = mu_b, s_b
