@@ -8,8 +8,13 @@ converts through `to_polars` instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import polars as pl
 import pyarrow as pa
+
+from .errors import UsageError
 
 
 def to_polars(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
@@ -23,3 +28,60 @@ def to_polars(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
         frame.columns = list(names)
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def is_pandas(data: object) -> bool:
+    """A pandas DataFrame (recognized without importing pandas, an optional dependency)."""
+    return any(
+        k.__name__ == "DataFrame" and k.__module__.split(".")[0] == "pandas"
+        for k in type(data).__mro__
+    )
+
+
+def is_frame(data: object) -> bool:
+    """One table the API accepts: polars, pyarrow (Table or RecordBatch) or pandas."""
+    return isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch) or is_pandas(data)
+
+
+def as_polars(data: object) -> pl.DataFrame:
+    """Any accepted table as a polars DataFrame (pandas: its columns, not its index)."""
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pa.Table | pa.RecordBatch):
+        return to_polars(data)
+    if is_pandas(data):
+        for c in data.columns:  # type: ignore[attr-defined]
+            if not isinstance(c, str):
+                raise UsageError(
+                    f"pandas DataFrame column names must be strings, got {c!r};"
+                    " rename them, e.g. df.columns = df.columns.astype(str)"
+                )
+        return pl.from_pandas(data, include_index=False, nan_to_null=False)  # type: ignore[arg-type]
+    raise UsageError(
+        "expected a polars or pandas DataFrame or a pyarrow Table/RecordBatch,"
+        f" got {type(data).__name__}"
+    )
+
+
+def as_arrow(data: object) -> pa.Table:
+    """Any accepted table as a pyarrow Table."""
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    return as_polars(data).to_arrow()
+
+
+def like(data: object, out: pl.DataFrame, changed: Sequence[str]) -> Any:
+    """``out`` as the kind of table ``data`` is: polars, a pyarrow Table, or pandas.
+
+    pandas: ``data`` with its ``changed`` columns replaced by float numpy columns
+    (NaN for null); its index and other columns are kept as they were."""
+    if isinstance(data, pl.DataFrame):
+        return out
+    if is_pandas(data):
+        frame = data.copy(deep=False)  # type: ignore[attr-defined]
+        for c in changed:
+            frame[c] = out.get_column(c).to_numpy()
+        return frame
+    return out.to_arrow()

@@ -2,8 +2,9 @@
 
 Modelled on scikit-learn's StandardScaler: ``fit`` = reset + ``partial_fit``
 over batches; learned state ends in ``_``. One call to ``partial_fit`` is one
-Batch Normalization mini-batch. Data in and out are polars DataFrames, or
-pyarrow Tables/RecordBatches (then the results are pyarrow Tables); no I/O
+Batch Normalization mini-batch. Data in and out are polars or pandas DataFrames,
+or pyarrow Tables/RecordBatches (results are of the kind given: polars, pandas
+with the input's index, or a pyarrow Table); no I/O
 (saving and loading are `bnorm_cli.api`'s).
 
 Every option is validated once, here, in the constructor (and in `adjusted`,
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeAlias, overload
+from typing import Any, Literal, TypeAlias, overload
 
 import numpy as np
 import polars as pl
@@ -33,13 +34,14 @@ from .diagnostics import Trend
 from .dtypes import Spec
 from .errors import DataError, StatsFileError, UsageError, did_you_mean, opt, phrase
 from .fold import Fold, Momentum, Population, Running, RunningState, merge_folds
-from .frames import to_polars
+from .frames import as_arrow, as_polars, is_frame, like, to_polars
 from .groups import GroupFold
 from .moments import Moments, MomentsTable, check_weights, table_moments
 from .scalers import Quantiles, Scaling
 from .sketch import Summary
 
-#: Data the API accepts: polars frames or pyarrow tables / record batches.
+#: Data the API accepts: polars frames or pyarrow tables / record batches; pandas
+#: DataFrames too (not named here: pandas is optional; see `frames.is_frame`).
 Data: TypeAlias = pl.DataFrame | pa.Table | pa.RecordBatch
 Use = Literal["population", "running"]
 Mode = Literal["batch", "running", "renorm"]
@@ -419,7 +421,7 @@ class BatchNorm:
                 self.check_schema(chunk.schema)
             self.fit_batches(chunk)
             yield chunk
-        if self.state_ is None and isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch):
+        if self.state_ is None and is_frame(data):
             self.start(_polars(data).schema)  # no rows: the columns are still known
 
     def fitted_values(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -451,7 +453,7 @@ class BatchNorm:
         """Batches of exactly ``batch_size`` (or ``rows``) rows; the last may be shorter."""
         from .batching import exact_batches
 
-        frames = [data] if isinstance(data, pl.DataFrame | pa.Table | pa.RecordBatch) else data
+        frames = [data] if is_frame(data) else data
         pieces = (b for f in frames for b in _arrow(f).to_batches())
         for batch in exact_batches(pieces, rows or self.batch_size):
             yield to_polars(batch)
@@ -576,16 +578,14 @@ class BatchNorm:
     def transform(
         self, data: pa.Table | pa.RecordBatch, use: Use = ..., dtype: Spec = ...
     ) -> pa.Table: ...
-    def transform(
-        self, data: Data, use: Use = "population", dtype: Spec = pl.Float64
-    ) -> pl.DataFrame | pa.Table:
+    def transform(self, data: Data, use: Use = "population", dtype: Spec = pl.Float64) -> Any:
         """Normalize with the fitted statistics (BN inference mode). ``dtype``: a
         float type, or "same" (Float32 columns stay Float32; `dtypes`)."""
         frame = _polars(data)
         self._global_only()
         self.check_schema(frame.schema)
         types = self.output_types(dtype, frame.schema)
-        return _like(data, mp.apply_maps(frame, self.maps(use), types))
+        return _like(data, mp.apply_maps(frame, self.maps(use), types), self.columns_)
 
     def output_types(
         self,
@@ -604,9 +604,7 @@ class BatchNorm:
     def inverse_transform(
         self, data: pa.Table | pa.RecordBatch, use: Use = ..., dtype: Spec = ...
     ) -> pa.Table: ...
-    def inverse_transform(
-        self, data: Data, use: Use = "population", dtype: Spec = None
-    ) -> pl.DataFrame | pa.Table:
+    def inverse_transform(self, data: Data, use: Use = "population", dtype: Spec = None) -> Any:
         """Map normalized data back to the original units and, by default (``dtype``
         None or "same"), the original types: integers rounded back (`dtypes`)."""
         frame = _polars(data)
@@ -615,7 +613,7 @@ class BatchNorm:
         maps = self.maps(use)
         self.check_invertible(maps)
         types = self.output_types(dtype, frame.schema, inverse=True)
-        return _like(data, mp.apply_maps(frame, maps, types, inverse=True))
+        return _like(data, mp.apply_maps(frame, maps, types, inverse=True), self.columns_)
 
     def _global_only(self) -> FitState:
         s = self._state()
@@ -635,14 +633,27 @@ class BatchNorm:
                     column=c,
                 )
 
+    @overload
+    def train_step(
+        self,
+        batch: pl.DataFrame,
+        mode: Mode = ...,
+        dtype: Spec = ...,
+        rows: int | None = ...,
+    ) -> pl.DataFrame: ...
+    @overload
+    def train_step(
+        self, batch: Any, mode: Mode = ..., dtype: Spec = ..., rows: int | None = ...
+    ) -> Any: ...
     def train_step(
         self,
         batch: Data,
         mode: Mode = "batch",
         dtype: Spec = pl.Float64,
         rows: int | None = None,
-    ) -> pl.DataFrame:
-        """One BN training-mode step: account for the batch, then normalize it.
+    ) -> Any:
+        """One BN training-mode step: account for the batch, then normalize it
+        (returned as the kind of table given).
 
         ``batch``: with the batch's own statistics. ``running``: with the running
         statistics just updated by this batch. ``renorm``: batch renormalization
@@ -665,7 +676,7 @@ class BatchNorm:
         s = self._state()
         types = self.output_types(dtype, frame.schema)
         if mode == "running":
-            return mp.apply_maps(frame, self.maps("running"), types)
+            return _like(batch, mp.apply_maps(frame, self.maps("running"), types), s.columns)
         pop = Population.of([self.last_moments_[c] for c in s.columns])
         q = None
         if self.scaling.needs_quantiles:  # the batch's own, from the batch in memory
@@ -678,7 +689,7 @@ class BatchNorm:
             )
             q = Quantiles(per_batch.probs, per_batch.values[:, 0, :])
         maps = sc.build(self.scaling, pop, q, self.eps, s.gamma, s.beta, s.columns, "batch")
-        return mp.apply_maps(frame, maps.by_column(s.columns), types)
+        return _like(batch, mp.apply_maps(frame, maps.by_column(s.columns), types), s.columns)
 
     def normalize_batches(
         self,
@@ -883,21 +894,7 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _arrow(data: Data) -> pa.Table:
-    if isinstance(data, pl.DataFrame):
-        return data.to_arrow()
-    return data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
-
-
-def _polars(data: Data) -> pl.DataFrame:
-    if isinstance(data, pl.DataFrame):
-        return data
-    return to_polars(data)
-
-
-def _like(data: Data, out: pl.DataFrame) -> pl.DataFrame | pa.Table:
-    """Polars in, polars out; pyarrow in, a pyarrow Table out."""
-    return out if isinstance(data, pl.DataFrame) else out.to_arrow()
+_arrow, _polars, _like = as_arrow, as_polars, like
 
 
 # -- validation: every option is checked here, once --------------------------------
