@@ -1,8 +1,8 @@
 """The package's layers: imports point down only, Rich and Typer stay in their rooms.
 
 Layers, bottom up: ``version`` < ``core`` < ``io`` < ``engines``, ``report`` < ``api``
-< ``cli``. A module may import its own layer and the layers below it; ``engines``
-and ``report`` are peers that do not import each other.
+< ``cli`` and ``sklearn`` (the estimator). A module may import its own layer and the
+layers below it; ``engines`` and ``report`` are peers that do not import each other.
 """
 
 from __future__ import annotations
@@ -14,7 +14,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bnorm_cli"
 
-RANK = {"version": 0, "core": 1, "io": 2, "engines": 3, "report": 3, "api": 4, "cli": 5}
+RANK = {
+    "version": 0,
+    "core": 1,
+    "io": 2,
+    "engines": 3,
+    "report": 3,
+    "api": 4,
+    "cli": 5,
+    "sklearn": 5,
+}
 TOP = {"__init__": 6, "__main__": 6}
 
 
