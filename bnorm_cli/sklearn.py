@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .api import BatchNorm
 from .core.errors import BnormError
-from .core.model import DEFAULT_BATCH_SIZE
+from .core.model import DEFAULT_BATCH_SIZE, Use
 
 __all__ = ["BatchNormScaler"]
 
@@ -102,20 +102,24 @@ class BatchNormScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  #
         """Normalize with the fitted ``use`` statistics (BN inference mode)."""
         check_is_fitted(self)
         frame = self._frame(X, reset=False)
-        out = _bnorm(lambda: self.model_.transform(frame, use=self.use))
+        out = _bnorm(lambda: self.model_.transform(frame, use=self._use()))
         return _array(out)
 
     def inverse_transform(self, X: Any, copy: bool | None = None) -> np.ndarray:
         """Map normalized data back to the original units."""
         check_is_fitted(self)
         frame = self._frame(X, reset=False, names=False)  # as StandardScaler: X is output
-        out = _bnorm(lambda: self.model_.inverse_transform(frame, use=self.use))
+        out = _bnorm(lambda: self.model_.inverse_transform(frame, use=self._use()))
         return _array(out)
 
     # -- helpers ---------------------------------------------------------------------
-    def _new_model(self) -> BatchNorm:
+    def _use(self) -> Use:
         if self.use not in ("population", "running"):
             raise ValueError(f'use must be "population" or "running", got {self.use!r}')
+        return self.use  # type: ignore[return-value]
+
+    def _new_model(self) -> BatchNorm:
+        self._use()
         return _bnorm(
             lambda: BatchNorm(
                 batch_size=self.batch_size,
@@ -142,8 +146,8 @@ class BatchNormScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  #
                     f" {self.n_features_in_} features as input"
                 )
         if reset:
-            names = getattr(self, "feature_names_in_", None)
-            listed = [str(n) for n in names] if names is not None else []
+            fitted = getattr(self, "feature_names_in_", None)
+            listed = [str(n) for n in fitted] if fitted is not None else []
             unique = len(set(listed)) == len(listed) == array.shape[1]
             self._columns = listed if unique else [f"x{j}" for j in range(array.shape[1])]
         return pl.DataFrame(
@@ -158,7 +162,7 @@ class BatchNormScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  #
         self.var_ = np.array([pop[c].var for c in cols], np.float64)
         self.running_mean_ = np.array([run[c].mean for c in cols], np.float64)
         self.running_var_ = np.array([run[c].var for c in cols], np.float64)
-        maps = model.maps(self.use)  # type: ignore[arg-type]
+        maps = model.maps(self._use())
         with np.errstate(divide="ignore"):  # gamma 0: an infinite divisor
             self.scale_ = 1.0 / np.array([maps[c].scale for c in cols], np.float64)
         self.n_samples_seen_ = np.array([pop[c].n for c in cols], np.int64)
