@@ -1041,6 +1041,14 @@ def inspect(
 
         rep = report.build("inspect", stats, model, model.rows_)
         console.show_report(rep)
+        imported = model.imported_
+        if imported is not None:
+            console.stderr.print(
+                f"imported from {imported['file']} ({imported['from']}): {imported['statistics']}"
+                f" statistics only, eps {model.eps:g}",
+                highlight=False,
+            )
+            return
         momentum = "cumulative" if model.momentum is None else f"{model.momentum:g}"
         console.stderr.print(
             f"batch size {model.batch_size:,}, momentum {momentum}, eps {model.eps:g}, "
@@ -1122,6 +1130,68 @@ def export(
             else:
                 write_text(output, text)
                 _wrote(quiet, f"{output} ({_columns(len(chosen))})")
+
+
+@app.command("import")
+def import_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="bn.safetensors (BatchNorm1d state_dict), scaler.json (StandardScaler"
+            " attributes) or keras.json (Normalization mean/variance).",
+            show_default=False,
+            metavar="FILE",
+        ),
+    ],
+    output: Output,
+    columns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-c",
+            "--columns",
+            help="Names of the file's features, in order, comma-separated (required when the"
+            " file has none).",
+            metavar="COLS",
+            show_default=False,
+        ),
+    ] = None,
+    eps: Annotated[
+        float | None,
+        typer.Option(
+            "--eps",
+            help=r"The eps the statistics were made with (required for a state_dict without"
+            r" it) \[default: the file's; 0 for sklearn and keras].",
+            metavar="EPS",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Write a statistics file from statistics fitted elsewhere, for `transform`.
+
+    A PyTorch BatchNorm1d state_dict gives running statistics (transform --use
+    running); a StandardScaler or a Keras Normalization gives population
+    statistics. Counts the source does not know stay null, and the file is
+    marked as imported.
+    """
+    from ..core.model import check_eps
+    from ..io import importers
+
+    with handled(debug, "bnorm import"):
+        if eps is not None:
+            check_eps(eps)
+        if output != "-":
+            _check_paths([source], o=output)
+        doc = importers.import_document(source, names(columns), eps)
+        model = stats_file.from_dict(doc, source)
+        text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
+        if output == "-":
+            streams.write_stdout(text)
+        else:
+            write_text(output, text)
+            held = doc["imported"]["statistics"]
+            _wrote(quiet, f"{output} ({_columns(len(model.columns_))}, {held} statistics)")
 
 
 # -- helpers -------------------------------------------------------------------

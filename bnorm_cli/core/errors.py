@@ -26,6 +26,7 @@ CLI_FLAGS = {
     "feature_range": "--range",
     "by": "--by",
     "min_count": "--min-count",
+    "use": "--use",
 }
 _OPT = re.compile("\x1f([a-z_]+)(?:=([^\x1f]*))?\x1f")
 

@@ -94,6 +94,11 @@ class Population:
         return Population(*(getattr(self, f)[idx] for f in _POP_FIELDS), wsum=w)
 
 
+#: A count a statistics file does not know (`bnorm import` of statistics fitted
+#: elsewhere): the population ``n`` or ``missing`` of such a column. Never folded
+#: or merged (`model.merge` refuses imported statistics).
+UNKNOWN = -1
+
 _POP_FIELDS = ("n", "missing", "mean_hi", "mean_lo", "var", "min", "max")
 
 

@@ -79,6 +79,10 @@ class FitState:
     #: batch renormalization's moving statistics (None: the running statistics are
     #: PyTorch's); the fold's running statistics are then derived from them
     moving: rn.Moving | None = None
+    #: statistics fitted elsewhere (`bnorm import`): ``{"from", "file", "statistics"}``,
+    #: ``statistics`` the only kind held ("population" or "running"); counts it
+    #: does not know are `fold.UNKNOWN`
+    imported: dict[str, str] | None = None
 
     @property
     def population(self) -> Population:
@@ -234,6 +238,12 @@ class BatchNorm:
         """The columns a pass reads: the normalized ones, and the weight column."""
         cols = self.columns_
         return [*cols, self.weight] if self.weight is not None else cols
+
+    @property
+    def imported_(self) -> dict[str, str] | None:
+        """Where statistics fitted elsewhere came from (`FitState.imported`), or None."""
+        s = self.state_
+        return dict(s.imported) if s is not None and s.imported is not None else None
 
     @property
     def rows_(self) -> int:
@@ -507,7 +517,7 @@ class BatchNorm:
             )
         if s.moving is not None and (uses_running or renorm):  # no 0/1 start to converge from
             out += diagnostics.renorm_messages(s.columns, s.moving.updates, s.fold.batches)
-        elif uses_running:
+        elif uses_running and s.imported is None:  # how imported ones were fitted is unknown
             out += diagnostics.running_messages(s.columns, s.running, self.momentum, s.fold.batches)
         if batch_mode:
             out += diagnostics.batch_mode_messages(s.columns, s.running, s.fold.batches)
@@ -542,6 +552,12 @@ class BatchNorm:
     def map_arrays(self, use: Use = "population") -> mp.Maps:
         """The inference-mode maps of every column, as arrays."""
         s = self._state()
+        if s.imported is not None and s.imported["statistics"] != use:
+            held = s.imported["statistics"]
+            raise UsageError(
+                f"the statistics imported from {s.imported['file']} ({s.imported['from']}) are"
+                f" {held} statistics only; use {opt('use', held)}"
+            )
         if use == "running":
             return self.running_maps((s.running.mean, s.running.var), opt("use", "running"))
         return sc.build(
@@ -838,6 +854,13 @@ def merge(models: Sequence[BatchNorm], names: Sequence[str] | None = None) -> Ba
     a = first._state()
     fold = a.fold
     warnings = list(a.warnings)
+    for model, label in zip(models, labels, strict=True):
+        if model._state().imported is not None:
+            raise StatsFileError(
+                f"{label}: its statistics were imported (bnorm import) without the counts and"
+                " moments a merge needs; merge statistics files written by bnorm fit",
+                file=label,
+            )
     for model, label in zip(models[1:], labels[1:], strict=True):
         b = model._state()
         for which, state in ((labels[0], a), (label, b)):

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,8 +41,21 @@ def pick_columns(model: BatchNorm, columns: Sequence[str] | None) -> list[str]:
     return list(columns)
 
 
+def _require(model: BatchNorm, held: str, to: str) -> None:
+    """Imported statistics hold one kind only (`FitState.imported`): refuse the other."""
+    imported = model.imported_
+    if imported is not None and imported["statistics"] != held:
+        other = "sklearn" if to == "torch" else "torch"
+        raise StatsFileError(
+            f"the statistics imported from {imported['file']} ({imported['from']}) are"
+            f" {imported['statistics']} statistics only; --to {to} needs {held} statistics:"
+            f" export them --to {other}"
+        )
+
+
 def torch_state_dict(model: BatchNorm, columns: Sequence[str]) -> dict[str, np.ndarray]:
     """Arrays named as in ``torch.nn.BatchNorm1d(len(columns)).state_dict()``."""
+    _require(model, "running", "torch")
     if not model.scaling.is_default:
         raise UsageError(
             f"--to torch: a BatchNorm1d layer subtracts a mean and divides by a std, so it"
@@ -81,7 +95,14 @@ def save_torch(model: BatchNorm, columns: Sequence[str], path: str) -> None:
 
 
 def sklearn_attributes(model: BatchNorm, columns: Sequence[str]) -> dict[str, Any]:
-    """The fitted attributes of the scikit-learn scaler reproducing bnorm's population map."""
+    """The fitted attributes of the scikit-learn scaler reproducing bnorm's population map.
+
+    For mean/std, ``scale_`` is ``sqrt(var + eps) / gamma`` (StandardScaler's
+    ``sqrt(var_)`` when eps is 0 and gamma 1), and the key ``bnorm`` holds what the
+    attributes fold together (eps, the two-float mean, gamma, beta, counts, a
+    weighted fit's weight sums), so that ``bnorm import`` restores the statistics
+    exactly; `load_sklearn_scaler` skips it."""
+    _require(model, "population", "sklearn")
     maps = model.maps("population")
     centers, scales, betas = [], [], []
     for c in columns:
@@ -98,7 +119,9 @@ def sklearn_attributes(model: BatchNorm, columns: Sequence[str]) -> dict[str, An
     c_, s_, b_ = np.array(centers), np.array(scales), np.array(betas)
     pop = [model.population_[c] for c in columns]
     # scikit-learn's n_samples_seen_ is the weight sum of a fit with sample_weight
-    counts = [p.n if p.weight is None else p.weight for p in pop]
+    counts: list[float | None] = [  # < 0: not known (imported)
+        (p.n if p.n >= 0 else None) if p.weight is None else p.weight for p in pop
+    ]
     common: dict[str, Any] = {
         "n_samples_seen_": counts[0] if len(set(counts)) == 1 else counts,
         "n_features_in_": len(columns),
@@ -145,11 +168,49 @@ def sklearn_attributes(model: BatchNorm, columns: Sequence[str]) -> dict[str, An
         "with_mean": True,
         "with_std": True,
         "copy": True,
-        "mean_": center_.tolist(),
-        "var_": [p.var for p in pop],
-        "scale_": (1.0 / s_).tolist(),
+        **_standard(model, columns, center_, s_, choice.is_default),
         **common,
     }
+
+
+def _standard(
+    model: BatchNorm, columns: Sequence[str], center: np.ndarray, scale: np.ndarray, exact: bool
+) -> dict[str, Any]:
+    """A StandardScaler's ``mean_``, ``var_``, ``scale_`` (and, for mean/std, ``bnorm``)."""
+    pops = [model.population_[c] for c in columns]
+    out: dict[str, Any] = {
+        "mean_": center.tolist(),
+        "var_": [p.var for p in pops],
+        "scale_": (1.0 / scale).tolist(),
+    }
+    if not exact:
+        return out
+    means, scales = [], []
+    for c, p in zip(columns, pops, strict=True):
+        total = p.biased_var + model.eps
+        sd = (math.sqrt(total) if total > 0.0 else 1.0) / model.gamma_[c]  # maps.build's rule
+        means.append((p.mean_hi + p.mean_lo) - model.beta_[c] * sd)
+        scales.append(sd)
+    nulls = [p.missing if p.missing >= 0 else None for p in pops]
+    out["mean_"], out["scale_"] = means, scales
+    out["bnorm"] = {
+        "eps": model.eps,
+        "mean": [p.mean_hi for p in pops],
+        "mean_residual": [p.mean_lo for p in pops],
+        "gamma": [model.gamma_[c] for c in columns],
+        "beta": [model.beta_[c] for c in columns],
+        "count": [p.n if p.n >= 0 else None for p in pops],
+        "null_count": nulls,
+        "rows": model.rows_ if None not in nulls else None,
+        "min": [None if math.isnan(p.min) else p.min for p in pops],
+        "max": [None if math.isnan(p.max) else p.max for p in pops],
+        **(
+            {"weight": model.weight, "weight_sum": [p.weight for p in pops]}
+            if model.weight is not None
+            else {}
+        ),
+    }
+    return out
 
 
 def sklearn_json(model: BatchNorm, columns: Sequence[str]) -> str:
@@ -168,6 +229,8 @@ def load_sklearn_scaler(path: str) -> Any:
         raise StatsFileError(f'{path}: "scaler" {cls!r} is not a scaler bnorm exports')
     scaler = getattr(preprocessing, cls)()
     for key, value in attrs.items():
+        if key == "bnorm":  # bnorm's own record, for `bnorm import`
+            continue
         if key in ("feature_range", "quantile_range"):
             value = tuple(value)
         elif key == "feature_names_in_":

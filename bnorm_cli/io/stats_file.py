@@ -25,8 +25,8 @@ from typing import Any, TypeVar, overload
 import numpy as np
 
 from ..core.errors import DataError, StatsFileError, UsageError
-from ..core.fold import Fold, Population, Running, RunningState
-from ..core.model import BatchNorm, FitState
+from ..core.fold import UNKNOWN, Fold, Population, Running, RunningState
+from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm, FitState
 from ..core.moments import Moments
 from ..core.renorm import Moving
 from ..core.scalers import CENTERS, SCALES, Quantiles, from_record, params
@@ -43,6 +43,8 @@ VERSION = 1
 _num = {"type": "number"}
 _num_or_null = {"type": ["number", "null"]}
 _count = {"type": "integer", "minimum": 0}
+#: null: not known (statistics imported by `bnorm import`, see `IMPORTED`)
+_count_or_null = {"type": ["integer", "null"], "minimum": 0}
 
 _COLUMN = {
     "type": "object",
@@ -62,8 +64,8 @@ _COLUMN = {
     ],
     "properties": {
         "dtype": {"type": "string"},
-        "count": _count,
-        "null_count": _count,
+        "count": _count_or_null,
+        "null_count": _count_or_null,
         "mean": _num_or_null,
         "mean_residual": _num_or_null,
         "weight_sum": {"type": "number", "minimum": 0},
@@ -71,8 +73,8 @@ _COLUMN = {
         "std": {"type": ["number", "null"], "minimum": 0},
         "min": _num_or_null,
         "max": _num_or_null,
-        "running_mean": _num,
-        "running_var": {"type": "number", "minimum": 0},
+        "running_mean": _num_or_null,
+        "running_var": {"type": ["number", "null"], "minimum": 0},
         "running_updates": _count,
         # running_var's additive parts (design.md §5), for merges that never subtract
         "running_var_from_zero": {"type": "number", "minimum": 0},
@@ -121,13 +123,26 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "format": {"const": FORMAT},
         "version": {"type": "integer"},
-        "batch_size": {"type": "integer", "minimum": 1},
+        "batch_size": {"type": ["integer", "null"], "minimum": 1},
         "momentum": {
-            "oneOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "cumulative"}]
+            "oneOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {"const": "cumulative"},
+                {"type": "null"},
+            ]
         },
         "eps": {"type": "number", "minimum": 0},
-        "rows": _count,
-        "num_batches_tracked": _count,
+        "rows": _count_or_null,
+        "num_batches_tracked": _count_or_null,
+        "imported": {
+            "type": "object",
+            "required": ["from", "file", "statistics"],
+            "properties": {
+                "from": {"enum": ["torch", "sklearn", "keras"]},
+                "file": {"type": "string"},
+                "statistics": {"enum": ["population", "running"]},
+            },
+        },
         "inf": {"enum": ["error", "missing"]},
         "input_columns": {"type": "object", "additionalProperties": {"type": "string"}},
         "requires": {"type": "array", "items": {"type": "string"}},
@@ -166,6 +181,11 @@ SCHEMA: dict[str, Any] = {
 
 def to_dict(model: BatchNorm) -> dict[str, Any]:
     """The statistics file's content for a fitted model."""
+    if model.imported_ is not None:
+        raise StatsFileError(
+            f"these statistics were imported from {model.imported_['file']}; only"
+            " `bnorm import` writes them (run it again for another statistics file)"
+        )
     size = model.batch_size
     if sum(-(-rows // size) for rows in model.segments_) != model.num_batches_tracked_:
         raise DataError(
@@ -413,9 +433,12 @@ def from_dict(
         scaling = from_record(doc)
     except UsageError as e:
         raise StatsFileError(f"{source}: not a valid statistics file ({e}); re-create it") from None
+    imported = doc.get("imported")
+    if imported is not None:
+        _check_imported(doc, source)
     model = cls(
-        batch_size=doc["batch_size"],
-        momentum=doc["momentum"],
+        batch_size=doc["batch_size"] or DEFAULT_BATCH_SIZE,  # null: imported, unknown
+        momentum=0.1 if doc["momentum"] is None else doc["momentum"],
         eps=doc["eps"],
         columns=list(doc["columns"]),
         inf=doc.get("inf", "error"),
@@ -426,7 +449,9 @@ def from_dict(
     )
     columns = list(doc["columns"])
     cols = [doc["columns"][c] for c in columns]
-    population = Population.of(
+    population = _imported_population(cols, imported) if imported else None
+    running = _imported_running(cols, imported) if imported else None
+    population = population or Population.of(
         [
             Moments(
                 n=col["count"],
@@ -442,7 +467,7 @@ def from_dict(
             for col in cols
         ]
     )
-    running = RunningState.of(
+    running = running or RunningState.of(
         [
             Running(
                 col["running_mean"],
@@ -472,8 +497,8 @@ def from_dict(
         model.momentum,
         population,
         running,
-        batches=doc["num_batches_tracked"],
-        rows=doc["rows"],
+        batches=doc["num_batches_tracked"] or 0,
+        rows=doc["rows"] or 0,
         summary=summary,
         sketch=False,
         segments=doc.get("segments"),
@@ -494,9 +519,66 @@ def from_dict(
         )
         if "renorm" in doc
         else None,
+        imported=dict(imported) if imported else None,
     )
     model.reading_ = dict(doc.get("reading", {}))
     return model
+
+
+def _imported_population(cols: list[dict[str, Any]], imported: dict[str, str]) -> Population:
+    """The population of an imported file: its mean and var, counts it lacks `UNKNOWN`;
+    a file holding running statistics only has none (NaN, never applied)."""
+    held = imported["statistics"] == "population"
+
+    def count(value: int | None) -> int:
+        return UNKNOWN if value is None else value
+
+    return Population.of(
+        [
+            Moments(
+                n=count(col["count"]) if held else UNKNOWN,
+                missing=count(col["null_count"]),
+                mean_hi=col["mean"] if held else math.nan,
+                mean_lo=(col.get("mean_residual") or 0.0) if held else 0.0,
+                biased_var=col["var"] if held else math.nan,
+                min=math.nan if col["min"] is None else col["min"],
+                max=math.nan if col["max"] is None else col["max"],
+            )
+            for col in cols
+        ]
+    )
+
+
+def _imported_running(cols: list[dict[str, Any]], imported: dict[str, str]) -> RunningState:
+    """The running statistics of an imported file (the 0/1 start, never applied, when it
+    holds population statistics only)."""
+    if imported["statistics"] == "running":
+        return RunningState.of(
+            [
+                Running(col["running_mean"], col["running_var"], col.get("running_updates", 0))
+                for col in cols
+            ]
+        )
+    return RunningState.start(len(cols))
+
+
+def _check_imported(doc: dict[str, Any], source: str) -> None:
+    """An imported file holds the statistics its ``imported.statistics`` names."""
+    held = doc["imported"]["statistics"]
+    keys = ("mean", "var", "std") if held == "population" else ("running_mean", "running_var")
+    for c, col in doc["columns"].items():
+        for key in keys:
+            if col[key] is None:
+                raise StatsFileError(
+                    f'{source}: column "{c}": {key} is null, but the file holds {held}'
+                    " statistics; run `bnorm import` again"
+                )
+        if held == "population" and not math.isclose(
+            col["std"], math.sqrt(col["var"]), rel_tol=1e-9, abs_tol=1e-300
+        ):
+            raise StatsFileError(
+                f'{source}: column "{c}": std is not sqrt(var); run `bnorm import` again'
+            )
 
 
 #: Features a statistics file may require (``"requires": [...]``) that this bnorm
@@ -547,6 +629,16 @@ def _check_requires(doc: Any, source: str) -> None:
         )
 
 
+def _unknown_fields(doc: dict[str, Any]) -> list[str]:
+    """The fields an imported file leaves null (not known where it came from)."""
+    top = ["batch_size", "momentum", "rows", "num_batches_tracked"]
+    out = [k for k in top if doc[k] is None]
+    per_column = ["count", "null_count", "running_mean", "running_var"]
+    for c, col in doc["columns"].items():
+        out += [f'column "{c}": {k}' for k in per_column if col[k] is None]
+    return out
+
+
 def _check_consistent(doc: dict[str, Any], source: str) -> None:
     """Facts the schema cannot express: counts add up, statistics agree."""
 
@@ -555,6 +647,11 @@ def _check_consistent(doc: dict[str, Any], source: str) -> None:
             f"{source}: inconsistent statistics file ({what}); re-create it with `bnorm fit`"
         )
 
+    unknown = _unknown_fields(doc)
+    if unknown and "imported" not in doc:
+        raise bad(f"{unknown[0]} is null; only statistics imported by `bnorm import` omit it")
+    if "imported" in doc:
+        return  # what it holds is checked by `_check_imported`
     rows, size = doc["rows"], doc["batch_size"]
     segments = doc.get("segments", [rows])
     if sum(segments) != rows:

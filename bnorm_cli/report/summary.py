@@ -24,14 +24,14 @@ HEADERS = ("column", "count", "nulls", "mean", "std", "min", "max", "running mea
 @dataclass(frozen=True)
 class Row:
     column: str
-    count: int
-    nulls: int
+    count: int | None
+    nulls: int | None
     mean: float | None
     std: float | None
     min: float | None
     max: float | None
-    running_mean: float
-    running_std: float
+    running_mean: float | None
+    running_std: float | None
 
 
 @dataclass(frozen=True)
@@ -61,21 +61,23 @@ def build(
     beside the saved running statistics; otherwise the model's own population.
     """
     pops = observed if observed is not None else model.population_
+    held = (model.imported_ or {}).get("statistics")  # imported: one kind only
     columns = []
     for c in model.columns_:
         m = pops[c]
         run = model.running_[c]
+        pop = held != "running" or observed is not None
         columns.append(
             Row(
                 c,
-                m.n,
-                m.missing,
-                m.mean,
-                m.std,
-                m.min if m.n else None,
-                m.max if m.n else None,
-                run.mean,
-                math.sqrt(run.var),
+                m.n if m.n >= 0 else None,  # None: imported without counts
+                m.missing if m.missing >= 0 else None,
+                m.mean if pop else None,
+                m.std if pop else None,
+                m.min if m.n and pop and not math.isnan(m.min) else None,
+                m.max if m.n and pop and not math.isnan(m.max) else None,
+                run.mean if held != "population" else None,
+                math.sqrt(run.var) if held != "population" else None,
             )
         )
     note = (
