@@ -415,6 +415,12 @@ def fit(
         if update is not None:
             old = update or stats
             model = by_cli.no_groups(stats_file.load(old), old, "fit --update")
+            if model.imported_ is not None:
+                raise UsageError(
+                    f"--update: {old} holds statistics imported from"
+                    f" {model.imported_['file']}, without the counts a fit continues from;"
+                    " fit without --update"
+                )
             fresh = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
             _same_options(_given(ctx), fresh, model, old)
         else:

@@ -244,10 +244,13 @@ def _keras(
         if key not in doc:
             raise StatsFileError(f"{path}: missing key {key} (Normalization(mean=, variance=))")
     own = _strings(path, doc, "columns", None) if doc.get("columns") is not None else None
-    shapes = [np.asarray(doc[k], dtype=object) for k in ("mean", "variance")]
-    width = max(
-        (int(np.prod(s.shape)) for s in shapes if s.ndim), default=len(columns or own or [])
-    )
+    sizes = [int(np.asarray(doc[k], dtype=object).size) for k in ("mean", "variance")]
+    if min(sizes) > 1 and sizes[0] != sizes[1]:
+        raise StatsFileError(
+            f"{path}: key variance has {sizes[1]} values, but mean has {sizes[0]}; give one of"
+            " each per feature"
+        )
+    width = max(sizes) if max(sizes) > 1 else len(columns or own or [None])
     mean = _values(path, "mean", doc["mean"], width)
     var = _values(path, "variance", doc["variance"], width, nonnegative=True)
     names = _names(path, columns, own, width, "mean")
@@ -448,7 +451,8 @@ def _list(
         n = f"{width} " if width is not None else ""
         raise StatsFileError(f"{where}: key {key}: expected a list of {n}numbers")
     arr = _checked(f"{where}: key {key}", np.array(value, dtype=np.float64), nonnegative)
-    if integer and (any(not isinstance(v, int) or v < 0 for v in value)):
+    if integer and not ((arr >= 0) & (arr == np.floor(arr)) & (arr < 2.0**63)).all():
+        # (StandardScaler keeps per-feature counts as floats: integral ones are counts)
         raise StatsFileError(f"{where}: key {key}: expected counts (integers >= 0)")
     return arr
 
