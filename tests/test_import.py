@@ -428,3 +428,10 @@ def test_unknown_fields_only_in_imported_files(tmp_path: Path, data: Path) -> No
     doc["columns"]["a"]["count"] = None
     stats.write_text(json.dumps(doc))
     one_line_error(run("inspect", stats), 1, "only statistics imported by `bnorm import` omit it")
+
+
+def test_import_help() -> None:
+    result = runner.invoke(app, ["import", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for needle in ("BatchNorm1d", "StandardScaler", "--columns", "--eps", "-o"):
+        assert needle in result.stdout
