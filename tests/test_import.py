@@ -178,6 +178,21 @@ def test_plain_state_dict_needs_columns_and_eps(
         got.select("a", "b", "c").fill_null(np.nan).to_numpy(), want, rtol=1e-12, atol=1e-12
     )
     assert got["d"].equals(frame["d"]) and got["name"].equals(frame["name"])  # passed through
+    ok(
+        "transform",
+        data,
+        "-s",
+        out,
+        "-o",
+        tmp_path / "r.parquet",
+        "--use",
+        "running",
+        "--report",
+        tmp_path / "r.html",
+        "-q",
+    )  # the HTML report has no population to show
+    assert (tmp_path / "r.html").stat().st_size > 0
+    one_line_error(run("drift", out, data), 1, "no distribution summary (it was imported)")
     one_line_error(
         run("transform", data, "-s", out, "-o", tmp_path / "p.parquet"),
         2,
@@ -368,6 +383,14 @@ def test_bad_state_dict_is_one_line_naming_file_and_key(
         run("import", src, "-o", out, "-c", "a,b", "--eps", "1e-5"), 1, str(src), *needles
     )
     assert not out.exists()
+
+
+def test_bad_eps_is_a_usage_error(tmp_path: Path) -> None:
+    src = bad_json(tmp_path, {"mean": [1.0], "variance": [1.0]})
+    one_line_error(
+        run("import", src, "-o", tmp_path / "o.json", "-c", "a", "--eps", "-1"), 2, "--eps"
+    )
+    assert not (tmp_path / "o.json").exists()
 
 
 def test_not_a_safetensors_file(tmp_path: Path) -> None:

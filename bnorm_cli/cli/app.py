@@ -227,7 +227,8 @@ def _write_html(
     from ..report.html import Run, to_html
 
     population = {}
-    for c, m in model.maps("population").items():
+    running_only = (model.imported_ or {}).get("statistics") == "running"  # imported: no population
+    for c, m in ({} if running_only else model.maps("population")).items():
         pop = model.population_[c]
         population[c] = (pop.mean, pop.var)
         if not profile.after(c).size:  # fit: the sample mapped with the final statistics
@@ -1237,8 +1238,9 @@ def _watch(model: BatchNorm, stats: str) -> dr.Watch:
         )
     if model.summary_ is None:
         raise StatsFileError(
-            f"{stats}: this statistics file has no distribution summary (it was written before"
-            " bnorm recorded one), so there is nothing to compare the input with; re-fit on the"
+            f"{stats}: this statistics file has no distribution summary ("
+            + ("it was imported" if model.imported_ else "it was written before bnorm recorded one")
+            + "), so there is nothing to compare the input with; re-fit on the"
             f" training data with this bnorm (`bnorm fit TRAINING_DATA -s {stats}`), then run"
             " drift again"
         )
