@@ -325,10 +325,11 @@ class BatchNorm:
         self.last_moments_ = {}
 
     # -- fitting -------------------------------------------------------------------
-    def moments(self, frame: pl.DataFrame, rows: int | None = None) -> MomentsTable:
+    def moments(self, frame: Data, rows: int | None = None) -> MomentsTable:
         """The moments table of the next consecutive batches in ``frame`` (a pure
         function of their rows; not folded). ``rows``: the row count when ``frame``
         holds only the columns to normalize (possibly none)."""
+        frame = _polars(frame)
         state = self._state()
         fold = state.fold
         height = frame.height if rows is None else rows
@@ -368,7 +369,7 @@ class BatchNorm:
             state.trend.add(table)
         return state.fold.add(table, trace)
 
-    def fit_batches(self, frame: pl.DataFrame, rows: int | None = None) -> MomentsTable:
+    def fit_batches(self, frame: Data, rows: int | None = None) -> MomentsTable:
         """Account for consecutive ``batch_size``-row batches (the last may be shorter)."""
         table = self.moments(frame, rows)
         self.fold(table)
@@ -709,16 +710,17 @@ class BatchNorm:
 
     def normalize_batches(
         self,
-        frame: pl.DataFrame,
+        data: Data,
         mode: Mode = "batch",
         dtype: Spec | Mapping[str, pl.DataType] = pl.Float64,
         rows: int | None = None,
-    ) -> tuple[pl.DataFrame, MomentsTable, tuple[np.ndarray, np.ndarray]]:
+    ) -> tuple[Any, MomentsTable, tuple[np.ndarray, np.ndarray]]:
         """`train_step` over consecutive ``batch_size``-row batches at once.
 
-        Returns the normalized columns, the batches' moments and the running
-        (mean, var) after each batch.
+        Returns the normalized columns (the kind of table given), the batches' moments
+        and the running (mean, var) after each batch.
         """
+        frame = _polars(data)
         s = self._state()
         self._check_mode(mode)
         if mode in ("running", "renorm"):
@@ -739,7 +741,7 @@ class BatchNorm:
             maps = self.batch_maps(frame, table)
         types = self.output_types(dtype, frame.schema)
         out = mp.apply_batch_maps(frame, s.columns, maps, table.rows, types)
-        return out, table, trace
+        return _like(data, out, s.columns), table, trace
 
     def _check_mode(self, mode: Mode) -> None:
         if mode not in ("batch", "running", "renorm"):
