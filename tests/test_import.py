@@ -325,6 +325,7 @@ def bad_json(tmp_path: Path, doc: Any, name: str = "in.json") -> Path:
         ({"mean": [1.0]}, ["missing key variance"]),
         ({"hello": 1}, ["not a file bnorm import reads"]),
         ("{not json", ["not valid JSON"]),
+        ('{"mean_": [1.0], "var_": [1.0], "var_": [2.0]}', ["var_", "twice"]),
     ],
 )
 def test_bad_json_is_one_line_naming_file_and_key(

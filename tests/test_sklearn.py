@@ -221,3 +221,25 @@ def test_inf_is_refused_nan_is_kept() -> None:
         est.transform(bad)
     out = est.transform(X)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(X))
+
+
+def test_partial_fit_and_inverse_on_frames() -> None:
+    X = data()[:, [0, 1, 5]]
+    names = ["a", "b", "c"]
+    est_pd, est_pl, est_np = (BatchNormScaler(batch_size=50) for _ in range(3))
+    for i in range(0, len(X), 50):
+        est_pd.partial_fit(pd.DataFrame(X[i : i + 50], columns=names))
+        est_pl.partial_fit(pl.DataFrame(X[i : i + 50], schema=names))
+        est_np.partial_fit(X[i : i + 50])
+    for est in (est_pd, est_pl):
+        np.testing.assert_array_equal(est.running_mean_, est_np.running_mean_)
+        np.testing.assert_array_equal(est.mean_, est_np.mean_)
+        assert list(est.feature_names_in_) == names
+    frame = pl.DataFrame(X, schema=names)
+    out = est_pl.set_output(transform="polars").transform(frame)
+    back = est_pl.inverse_transform(out)
+    np.testing.assert_allclose(back, X, rtol=1e-12)
+    with pytest.raises(ValueError, match="feature"):
+        est_pl.partial_fit(pl.DataFrame({"a": [1.0], "b": [2.0]}))
+    with pytest.raises(ValueError, match="expecting 3 features"):
+        est_np.partial_fit(np.ones((3, 2)))
