@@ -72,6 +72,7 @@ OPTIONS = [
     (),
     ("--gamma", "a=2", "--beta", "b=-1", "--eps", "1e-3"),
     ("--eps", "0", "--momentum", "cumulative", "-x", "k"),
+    ("--weight", "k"),  # weighted: n_samples_seen_ is the weight sum, counts come back too
 ]
 
 

@@ -16,7 +16,8 @@ object):
   list per feature), ``feature_names_in_``, ``n_features_in_``, ``with_mean`` /
   ``with_std`` (must be true). Other keys are ignored. ``bnorm export --to
   sklearn`` writes this layout plus a ``bnorm`` key (eps, the two-float mean,
-  gamma, beta, counts) from which the statistics are restored exactly. eps: 0
+  gamma, beta, counts, a weighted fit's weight sums) from which the statistics
+  are restored exactly. eps: 0
   (StandardScaler adds none) unless the file or ``--eps`` says otherwise.
 * keras: ``{"mean": ..., "variance": ...}`` as ``keras.layers.Normalization(
   mean=, variance=)`` takes them (a number, or one value per feature in any
@@ -227,6 +228,11 @@ def _sklearn(
         }
     out = _document(path, "sklearn", "population", eps_used, cols, None, None)
     out["rows"] = rows
+    if extras is not None and isinstance(extras.get("weight"), str):  # a weighted bnorm fit
+        sums = _optional_list(f"{path}: key bnorm", extras, "weight_sum", width)
+        out["weight"], out["requires"] = extras["weight"], [stats_file.WEIGHTS]
+        for c, w in zip(names, sums, strict=True):
+            cols[c]["weight_sum"] = w
     return out
 
 

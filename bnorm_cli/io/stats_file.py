@@ -543,6 +543,7 @@ def _imported_population(cols: list[dict[str, Any]], imported: dict[str, str]) -
                 biased_var=col["var"] if held else math.nan,
                 min=math.nan if col["min"] is None else col["min"],
                 max=math.nan if col["max"] is None else col["max"],
+                weight=col.get("weight_sum"),
             )
             for col in cols
         ]
