@@ -44,7 +44,13 @@ class BatchNormScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  #
     ``gamma``/``beta`` a number or ``{feature name: value}`` (``"*"`` for the
     others); ``use`` which statistics ``transform`` applies, ``"population"``
     or ``"running"``; ``sketch`` also records each feature's distribution
-    summary (for ``bnorm drift`` once saved).
+    summary (for ``bnorm drift`` once saved). ``center`` ("mean", "median",
+    "none"; default: the scale's own), ``scale`` ("std", "iqr", "range",
+    "maxabs", "none"), ``feature_range`` (for "range", default (0, 1)) and
+    ``quantile_range`` (for "iqr", default (25, 75)) choose the map as
+    `BatchNorm` does: StandardScaler, MinMaxScaler, MaxAbsScaler (center "none",
+    scale "maxabs") and RobustScaler (center "median", scale "iqr"; ``fit`` only:
+    quantiles cannot be updated one ``partial_fit`` batch at a time).
 
     Attributes (after fit): ``model_`` (the fitted `bnorm_cli.BatchNorm`; its
     ``save`` writes a statistics file the CLI reads), ``mean_`` and ``var_``
@@ -64,6 +70,10 @@ class BatchNormScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  #
         beta: float | Mapping[str, float] = 0.0,
         use: str = "population",
         sketch: bool = True,
+        center: str | None = None,
+        scale: str = "std",
+        feature_range: tuple[float, float] | None = None,
+        quantile_range: tuple[float, float] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.momentum = momentum
@@ -72,6 +82,10 @@ class BatchNormScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  #
         self.beta = beta
         self.use = use
         self.sketch = sketch
+        self.center = center
+        self.scale = scale
+        self.feature_range = feature_range
+        self.quantile_range = quantile_range
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -128,6 +142,10 @@ class BatchNormScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  #
                 gamma=self.gamma,
                 beta=self.beta,
                 sketch=self.sketch,
+                center=self.center,
+                scale=self.scale,
+                feature_range=self.feature_range,
+                quantile_range=self.quantile_range,
             )
         )
 

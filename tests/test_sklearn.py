@@ -28,6 +28,8 @@ from bnorm_cli.sklearn import BatchNormScaler  # noqa: E402
         BatchNormScaler(),
         BatchNormScaler(batch_size=7, momentum="cumulative", use="running"),
         BatchNormScaler(batch_size=3, eps=0.0, gamma=2.0, beta=-1.0, sketch=False),
+        BatchNormScaler(scale="range", feature_range=(-1.0, 1.0)),
+        BatchNormScaler(center="none", scale="maxabs", batch_size=5),
     ]
 )
 def test_sklearn_estimator_checks(estimator: Any, check: Any) -> None:
@@ -243,3 +245,29 @@ def test_partial_fit_and_inverse_on_frames() -> None:
         est_pl.partial_fit(pl.DataFrame({"a": [1.0], "b": [2.0]}))
     with pytest.raises(ValueError, match="expecting 3 features"):
         est_np.partial_fit(np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 203, 500])
+def test_centre_and_scale_choices_match_the_scikit_learn_scalers(batch_size: int) -> None:
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler
+
+    X = data()[:, [1, 2, 5]]  # NaN, constant, integers
+    cases = [
+        (dict(scale="range", feature_range=(-2.0, 3.0)), MinMaxScaler(feature_range=(-2, 3))),
+        (dict(center="none", scale="maxabs"), MaxAbsScaler()),
+        (
+            dict(center="median", scale="iqr", quantile_range=(10.0, 90.0)),
+            RobustScaler(quantile_range=(10, 90)),
+        ),
+        (dict(center="none", scale="std"), StandardScaler(with_mean=False)),
+    ]
+    for params, theirs in cases:
+        mine = BatchNormScaler(batch_size=batch_size, eps=0.0, **params).fit(X)
+        got, want = mine.transform(X), theirs.fit(X).transform(X)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(params))
+        np.testing.assert_allclose(mine.inverse_transform(got), X, rtol=1e-12, atol=1e-12)
+    robust = BatchNormScaler(center="median", scale="iqr")
+    with pytest.raises(ValueError, match="partial_fit"):
+        robust.partial_fit(X)
+    assert robust.get_params()["quantile_range"] is None
