@@ -40,6 +40,7 @@ from ..io.atomic import pending
 from ..io.dataset import output_location, part_name
 from ..io.plan import Unit, batch_spans
 from ..io.storage import is_url
+from ..io.writers import parquet_options
 from ..version import __version__
 from .serial import has_inf, output_schema
 
@@ -172,9 +173,11 @@ def apply_task(
     if is_url(directory):
         fs, path = storage.filesystem(storage.join(directory, part_name(span.index)))
         with fs.open(path, "wb") as f:
-            pq.write_table(result, f)
+            pq.write_table(result, f, **parquet_options(schema))
     else:
-        pq.write_table(result, os.path.join(directory, part_name(span.index)))
+        pq.write_table(
+            result, os.path.join(directory, part_name(span.index)), **parquet_options(schema)
+        )
     return result.num_rows
 
 
