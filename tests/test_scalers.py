@@ -659,4 +659,15 @@ def test_fit_report_does_not_flag_unused_running_statistics(
     assert plain.exit_code == 0 and "not converged" in plain.stderr
     chosen = runner.invoke(app, [*args, *choice])
     assert chosen.exit_code == 0, chosen.stderr
-    assert ("not converged" in chosen.stderr) == (choice == ["--center", "none"])
+    said = " ".join(chosen.stderr.split())  # the table's caption wraps
+    assert ("not converged" in said) == (choice == ["--center", "none"])
+
+
+def test_fit_report_names_the_choice(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    pl.DataFrame({"a": np.arange(1000.0)}).write_csv(path)
+    args = ["fit", str(path), "-s", str(tmp_path / "s.json")]
+    assert "maps:" not in runner.invoke(app, args).stderr
+    robust = runner.invoke(app, [*args, "--scale", "iqr"])
+    assert robust.exit_code == 0, robust.stderr
+    assert "maps: --center median --scale iqr" in " ".join(robust.stderr.split())

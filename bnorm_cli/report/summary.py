@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.errors import UsageError
+from ..core.errors import UsageError, phrase
 from ..core.model import BatchNorm
 from ..core.moments import Moments
 from ..io.atomic import write_text
@@ -80,9 +80,14 @@ def build(
                 math.sqrt(run.var) if held != "population" else None,
             )
         )
-    note = (
-        "statistics of this input; running mean/std as saved by fit" if observed is not None else ""
+    notes = (
+        ["statistics of this input; running mean/std as saved by fit"]
+        if observed is not None
+        else []
     )
+    if model.scaling.record():  # not mean/std: say what the maps use
+        notes.append(f"maps: {phrase(model.scaling.describe(), cli=True)}")
+    note = "; ".join(notes)
     return Report(
         command,
         redact(source),  # never a URL's credentials or signature
