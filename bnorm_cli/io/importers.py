@@ -330,18 +330,9 @@ def _read_json(path: str) -> Any:
         raise StatsFileError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         # NaN/Infinity parse, to be refused by key below; a key given twice is refused here
-        return json.loads(text, parse_constant=float, object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_constant=float, object_pairs_hook=stats_file.unique_keys)
     except (ValueError, RecursionError) as e:
         raise StatsFileError(f"{path}: not valid JSON ({e})") from None
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key!r} appears twice in one object")
-        out[key] = value
-    return out
 
 
 def _names(

@@ -345,7 +345,7 @@ def _bounded_int(text: str) -> int:
     return value
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object, refused if it holds a key twice (which value would count?)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -380,7 +380,7 @@ def load(path: str | os.PathLike[str], cls: type[BatchNorm] = BatchNorm) -> Batc
     try:
         doc = json.loads(
             text,
-            object_pairs_hook=_unique_keys,
+            object_pairs_hook=unique_keys,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
             parse_int=_bounded_int,
