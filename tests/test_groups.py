@@ -399,7 +399,8 @@ def test_inspect_shows_largest_shifts(tmp_path: Path) -> None:
     [
         (["--min-count", "2"], "--min-count needs --by"),
         (["--by", "k", "-c", "k,x"], "never normalized"),
-        (["--by", "nope"], 'no column "nope"'),
+        (["--by", "nope"], 'error: --by: no column "nope" in the input\n'),
+        (["--by", "kk"], 'error: --by: no column "kk" in the input (did you mean "k"?)\n'),
         (["--by", "k", "--min-count", "0"], "--min-count must be"),
         (["--by", "k", "--engine", "dask"], "cannot be combined with --by"),
         (["--by", "k", "--scale", "range"], "cannot be combined with --by"),

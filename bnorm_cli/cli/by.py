@@ -90,9 +90,8 @@ def _open(model: BatchNorm, keys: list[str], inputs: list[str], *args: Any, **kw
     except UsageError as e:
         for k in keys:
             if k not in given and f'no column "{k}"' in str(e):
-                raise UsageError(
-                    f'--by: no column "{k}" in the input{str(e).split(k + chr(34), 1)[1]}'
-                ) from None
+                rest = str(e).split(f'no column "{k}"', 1)[1].removeprefix(" in the input")
+                raise UsageError(f'--by: no column "{k}" in the input{rest}') from None
         raise
 
 
