@@ -56,7 +56,7 @@ CONNECT_TIMEOUT = "10s"
 #: Why a median or IQR is refused here (the serial engine computes them exactly).
 DASK_QUANTILES = (
     "--engine dask: a median or IQR needs exact quantiles of all the data, which this engine"
-    " does not compute; use --engine serial (it reads the files twice), or --center mean"
+    " does not compute; use --engine serial (it reads the files again when needed), or --center mean"
     " with --scale std, range or maxabs"
 )
 

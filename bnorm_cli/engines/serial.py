@@ -254,26 +254,30 @@ def _fit_quantiles(
     profile: Profile | None,
     again: Callable[[], Source] | None,
 ) -> None:
-    """The fit's pass, and the quantiles its median/IQR need: exact from later
-    passes over a re-readable input, approximate from the same pass over a pipe."""
+    """The fit's pass, and the quantiles its median/IQR need. The fit's own pass is
+    the quantiles' first (`column_quantiles` keeps what fits its budget); later
+    passes, when it needs any, read a re-readable input again (``again``). A pipe
+    has only the one pass: its quantiles are then approximate."""
     start(model, source)
     columns, probs = model.columns_, model.scaling.probs
-    if again is None:
-        fitting = _fit_pass(model, source, progress, profile)
-        values = (model.fitted_values(frame) for frame in fitting)
-        result = column_quantiles(lambda: values, columns, probs, one_pass=True)
-        for _ in fitting:  # the statistics need every row, whatever the quantiles read
-            pass
-    else:
-        for _ in _fit_pass(model, source, progress, profile):
-            pass
+    fitting = _fit_pass(model, source, progress, profile)
+    reads = 0
 
-        def passes() -> Iterator[pl.DataFrame]:
-            again_source = again()
-            for batch in exact_batches(again_source.pieces, chunk_rows(model.batch_size)):
-                yield model.fitted_values(_numeric(batch, columns))
+    def passes() -> Iterator[pl.DataFrame]:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            return (model.fitted_values(frame) for frame in fitting)
+        assert again is not None  # one_pass: never asked for a second read
+        pieces = again().pieces
+        return (
+            model.fitted_values(_numeric(batch, columns))
+            for batch in exact_batches(pieces, chunk_rows(model.batch_size))
+        )
 
-        result = column_quantiles(passes, columns, probs)
+    result = column_quantiles(passes, columns, probs, one_pass=again is None)
+    for _ in fitting:  # the statistics need every row, whatever the quantiles read
+        pass
     if result.columns != tuple(columns) or result.probs != probs:
         raise AssertionError("column_quantiles answered another question")
     q = Quantiles(probs, result.values, result.exact, result.rank_error)
