@@ -21,11 +21,12 @@ for one per batch. No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from . import dtypes
 from .dtypes import OutType
@@ -150,11 +151,35 @@ def apply_maps(
 ) -> pl.DataFrame:
     """Return ``frame`` with each mapped column replaced; other columns untouched.
     ``dtype``: one type, or one per column (`dtypes`: integers are rounded back)."""
-    exprs = [
+    return dtypes.check_cast(frame, map_exprs(maps, dtype, inverse), dtype)
+
+
+def map_exprs(
+    maps: Mapping[str, AffineMap], dtype: OutType = pl.Float64, inverse: bool = False
+) -> list[pl.Expr]:
+    """The polars expressions `apply_maps` evaluates, one per mapped column."""
+    return [
         dtypes.cast(m.inverse_expr(name) if inverse else m.expr(name), dtypes.target(dtype, name))
         for name, m in maps.items()
     ]
-    return dtypes.check_cast(frame, exprs, dtype)
+
+
+@dataclass
+class MappedBatches:
+    """A transform's output: ``batches`` (each input batch mapped here, in Python),
+    or the same rows as ``inputs`` (the input's batches, read and checked as they
+    are pulled) mapped by ``exprs`` — for a writer that evaluates expressions as it
+    writes (polars' Parquet sink, on every core). ``exprs`` is None when a mapped
+    value can fail its cast (integer targets: `dtypes.check_cast` names the column).
+    Only one of the two is iterated."""
+
+    batches: Iterator[pa.RecordBatch]
+    inputs: Iterator[pa.RecordBatch]
+    input_schema: pa.Schema
+    exprs: list[pl.Expr] | None
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self.batches
 
 
 def apply_batch_maps(

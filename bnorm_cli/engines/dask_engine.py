@@ -56,8 +56,8 @@ CONNECT_TIMEOUT = "10s"
 #: Why a median or IQR is refused here (the serial engine computes them exactly).
 DASK_QUANTILES = (
     "--engine dask: a median or IQR needs exact quantiles of all the data, which this engine"
-    " does not compute; use --engine serial (it reads the files again when needed), or --center mean"
-    " with --scale std, range or maxabs"
+    " does not compute; use --engine serial (it reads the files again when needed), or"
+    " --center mean with --scale std, range or maxabs"
 )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -34,7 +34,7 @@ from ..core.fold import (
     merge_population,
 )
 from ..core.frames import to_polars
-from ..core.maps import apply_maps
+from ..core.maps import MappedBatches, apply_maps, map_exprs
 from ..core.model import BatchNorm, Mode, Use, chunk_rows
 from ..core.moments import Moments, MomentsTable, table_moments
 from ..core.renorm import Trace
@@ -325,7 +325,7 @@ def transform(
     profile: Profile | None = None,
     watch: Watch | None = None,
     gate: Callable[[], None] | None = None,
-) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+) -> tuple[pa.Schema, Iterable[pa.RecordBatch]]:
     """Inference mode with saved statistics; fills ``observed`` with the input's moments.
 
     The maps are constants, so the reader's pieces are mapped as they come (no
@@ -347,7 +347,8 @@ def transform(
     w = model.weight if model.weight in source.schema.names else None
     seen = Population.empty(len(columns), w is not None)
 
-    def run() -> Iterator[pa.RecordBatch]:
+    def checked() -> Iterator[tuple[pa.RecordBatch, pl.DataFrame]]:
+        """Each input batch with its columns to map, once checked and counted."""
         nonlocal seen
         rows = 0
         for batch in prefetch(source.pieces, prefetch_depth(1 << 16, len(source.schema))):
@@ -381,19 +382,39 @@ def transform(
                 seen = merge_population(seen, group_population(table))
                 observed.update({c: seen.at(j) for j, c in enumerate(columns)})
             rows += batch.num_rows
-            out = apply_maps(frame, maps, types, inverse=inverse)
             if profile is not None:
-                profile.add_batch(frame, out)
                 for i in range(len(table) if table is not None else 0):  # a piece: many batches
                     profile.add_trace(table.moments(i), running)  # type: ignore[union-attr]
             progress(batch.num_rows)
-            yield _replace(batch, out, schema)
+            yield batch, frame
         if gate is not None:
             gate()
 
+    def run() -> Iterator[pa.RecordBatch]:
+        for batch, frame in checked():
+            out = apply_maps(frame, maps, types, inverse=inverse)
+            if profile is not None:
+                profile.add_batch(frame, out)
+            yield _replace(batch, out, schema)
+
+    def inputs() -> Iterator[pa.RecordBatch]:
+        for batch, _ in checked():
+            yield batch if batch.schema.equals(source.schema) else _conform(batch, source.schema)
+
     if observed is not None:
         observed.update({c: Moments() for c in columns})
-    return schema, run()
+    if profile is not None:  # the report samples each mapped batch
+        return schema, run()
+    exact = all(not target(types, c).is_integer() for c in columns)
+    exprs = map_exprs(maps, types, inverse) if exact else None
+    return schema, MappedBatches(run(), inputs(), source.schema, exprs)
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with the columns and types of ``schema`` (a later input file's
+    batch: the types the first file set)."""
+    arrays = [batch.column(f.name).cast(f.type) for f in schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def has_inf(frame: pl.DataFrame) -> bool:
