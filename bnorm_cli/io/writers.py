@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, cast
 
@@ -229,13 +231,19 @@ def _sink_parquet(
         frame.sink_parquet(
             path, compression="snappy", row_group_size=_group_rows(schema), metadata=metadata
         )
-    except Exception:
+    except Exception as e:
         if failed:
             raise failed[0] from None
+        code = _OS_ERROR.search(str(e))
+        if code:  # polars reports the file system's errors (disk full, ...) as its own
+            raise OSError(int(code[1]), os.strerror(int(code[1]))) from None
         raise
     if failed:  # pragma: no cover - polars always fails when its source does
         raise failed[0]
     return rows
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def _maps_to(inputs: pa.Schema, exprs: list[pl.Expr], schema: pa.Schema) -> bool:
