@@ -25,6 +25,9 @@ PARQUET_ROW_GROUP_ROWS = 1 << 17
 #: ...and at most about this many bytes of float64 values (a wide file's row groups
 #: would otherwise hold gigabytes in the writer).
 PARQUET_ROW_GROUP_BYTES = 64 << 20
+#: Rows per row group of polars' sink, which encodes several at once (65,536 rows:
+#: ~40 MiB less peak memory than 131,072 on the benchmark's file, as fast).
+SINK_ROW_GROUP_ROWS = 1 << 16
 
 
 def write_batches(
@@ -229,7 +232,10 @@ def _sink_parquet(
     metadata["ARROW:schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
     try:
         frame.sink_parquet(
-            path, compression="snappy", row_group_size=_group_rows(schema), metadata=metadata
+            path,
+            compression="snappy",
+            row_group_size=min(_group_rows(schema), SINK_ROW_GROUP_ROWS),
+            metadata=metadata,
         )
     except Exception as e:
         if failed:
