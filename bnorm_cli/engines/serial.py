@@ -347,6 +347,9 @@ def transform(
     w = model.weight if model.weight in source.schema.names else None
     seen = Population.empty(len(columns), w is not None)
 
+    # an infinity to refuse: unless the file's statistics rule it out
+    look = model.inf == "error" and not set(columns) <= source.finite
+
     def checked() -> Iterator[tuple[pa.RecordBatch, pl.DataFrame]]:
         """Each input batch with its columns to map, once checked and counted."""
         nonlocal seen
@@ -360,7 +363,7 @@ def transform(
                 if watch is not None:
                     table = watch.table(frame, rows, model.inf, batch.num_rows)
                     watch.add(table)
-                elif observed is not None or profile is not None or has_inf(frame):
+                elif observed is not None or profile is not None or (look and has_inf(frame)):
                     weights = None
                     if w is not None:
                         weights = model.weights_of(_numeric(batch, [w]), rows)

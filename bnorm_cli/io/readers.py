@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import math
 import os
 import re
 import shlex
@@ -76,6 +77,8 @@ class Source:
     ``suspects``: text columns of the first block that hold numbers but for a few
     fields, each with the line and value of its first non-number (CSV).
     ``warnings``: what the user should hear about how the input was read.
+    ``finite``: columns whose every value is known finite or missing from the file's
+    metadata (Parquet statistics: no +/-inf to refuse, so nothing to look for).
     """
 
     name: str
@@ -85,6 +88,7 @@ class Source:
     inferred: pa.Schema | None = None
     suspects: dict[str, tuple[int, str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    finite: frozenset[str] = frozenset()
 
 
 def open_source(
@@ -169,7 +173,44 @@ def _open_parquet(
     pieces = _guard(batches, name, pf.schema_arrow, spool)
     if spool is not None:  # closed when read to the end, or when dropped unread
         weakref.finalize(pieces, spool.close)
-    return Source(name, pf.schema_arrow, pf.metadata.num_rows, pieces)
+    source = Source(name, pf.schema_arrow, pf.metadata.num_rows, pieces)
+    source.finite = _finite_columns(pf.metadata)
+    return source
+
+
+def _finite_columns(meta: pq.FileMetaData) -> frozenset[str]:
+    """Top-level float columns whose statistics, in every row group, bound their
+    values by finite numbers (a writer that left statistics out, or put NaN or an
+    infinity in them, leaves the column unknown). Integer columns are finite."""
+    schema = meta.schema.to_arrow_schema()
+    known = {f.name for f in schema if pa.types.is_integer(f.type)}
+    floats = {f.name for f in schema if pa.types.is_floating(f.type)}
+    leaves = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    for name in floats:
+        i = leaves.get(name)
+        if i is None:
+            continue
+        try:
+            stats = [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)]
+            if all(_bounded(s) for s in stats):
+                known.add(name)
+        except (pa.ArrowException, ValueError, OverflowError):  # odd statistics: unknown
+            continue
+    return frozenset(known)
+
+
+def _bounded(stats: pq.Statistics | None) -> bool:
+    if stats is None:
+        return False
+    if stats.has_min_max:
+        lo, hi = stats.min, stats.max
+        return (
+            isinstance(lo, float)
+            and isinstance(hi, float)
+            and math.isfinite(lo)
+            and math.isfinite(hi)
+        )
+    return stats.num_values == 0  # no bounds: every value is null
 
 
 def _open_csv(
