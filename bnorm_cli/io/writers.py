@@ -176,7 +176,7 @@ def polars_writes(schema: pa.Schema) -> bool:
         return False
     try:
         ours = io.BytesIO()
-        pq.write_table(schema.empty_table(), ours)
+        pq.write_table(pa.Table.from_batches([], schema=schema), ours)
         theirs = io.BytesIO()
         _sink_parquet(theirs, schema, iter(()))
     except Exception:  # a type polars does not hold (extension types, ...)
@@ -255,8 +255,8 @@ _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 def _maps_to(inputs: pa.Schema, exprs: list[pl.Expr], schema: pa.Schema) -> bool:
     """Whether polars maps a frame of ``inputs`` by ``exprs`` into ``schema``'s types."""
     try:
-        got = pl.LazyFrame(schema=pl.from_arrow(inputs.empty_table()).schema)  # type: ignore[union-attr]
-        want = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+        got = pl.LazyFrame(schema=pl.from_arrow(pa.Table.from_batches([], schema=inputs)).schema)  # type: ignore[union-attr]
+        want = pl.from_arrow(pa.Table.from_batches([], schema=schema)).schema  # type: ignore[union-attr]
         return bool(got.with_columns(exprs).collect_schema() == want)
     except Exception:  # a type polars does not hold
         return False
@@ -296,7 +296,7 @@ def _write_csv(
         first = False
         rows += batch.num_rows
     if first:  # no rows: still write the header
-        empty = to_polars(schema.empty_table())
+        empty = to_polars(pa.Table.from_batches([], schema=schema))
         empty.write_csv(f, separator=separator)
     return rows
 
