@@ -30,6 +30,12 @@ def to_polars(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
     return frame
 
 
+def string_array(values: Sequence[str]) -> pa.Array:
+    """``values`` as an Arrow string array. Built by polars: ``pa.array`` of Python
+    objects makes pyarrow import pandas, when installed (~0.2 s a process)."""
+    return pl.Series(list(values), dtype=pl.String).to_arrow().cast(pa.string())
+
+
 def is_pandas(data: object) -> bool:
     """A pandas DataFrame (recognized without importing pandas, an optional dependency)."""
     return any(

@@ -31,6 +31,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..core.errors import DataError, UsageError
+from ..core.frames import string_array
 from . import storage
 from .csv_parallel import Readable, parallel_csv
 from .formats import compression_of
@@ -283,7 +284,7 @@ def _to_numbers(
 ) -> Iterator[pa.RecordBatch]:
     """Number columns read as text made float64, as `_numbers` has pyarrow do it
     (a batch may hold them as numbers already)."""
-    missing = pa.array(nulls, pa.string())
+    missing = string_array(nulls)
     rows = 0
     for batch in batches:
         arrays = list(batch.columns)
@@ -352,7 +353,9 @@ def _suspects(
         if decimal == "." and valid and _count(values, _COMMA_NUMBER) >= 0.9 * valid:
             commas.append(f.name)
             continue
-        is_number = pc.fill_null(pc.match_substring_regex(values, pattern), True)
+        # a null counts as a number; or_kleene, not fill_null(.., True): a Python scalar
+        # makes pyarrow import pandas when installed (~0.2 s)
+        is_number = pc.or_kleene(pc.match_substring_regex(values, pattern), pc.is_null(values))
         numbers = (pc.sum(is_number).as_py() or 0) - values.null_count
         others = valid - numbers
         if others > 0 and numbers >= 9 * others:
