@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -303,8 +302,11 @@ def _to_numbers(
 def _text_to_float(
     values: pa.Array, missing: pa.Array, decimal: str, column: str, rows: int
 ) -> pa.Array:
+    import pyarrow.compute as pc  # ~50 ms (it loads pydoc); only text columns need it
+
     values = pc.utf8_trim(values, " \t")  # pyarrow's CSV number parser skips these too
-    values = pc.if_else(pc.is_in(values, missing), pa.scalar(None, pa.string()), values)
+    null = pa.nulls(1, pa.string())[0]  # not pa.scalar(None): that imports pandas (~0.2 s)
+    values = pc.if_else(pc.is_in(values, missing), null, values)
     if decimal != ".":
         values = pc.replace_substring(values, decimal, ".")
     try:
@@ -349,6 +351,8 @@ def _suspects(
     for f, values in zip(first.schema, first.columns, strict=True):
         if f.name in chosen or not pa.types.is_string(f.type):
             continue
+        import pyarrow.compute as pc  # ~50 ms (it loads pydoc); only text columns need it
+
         valid = len(values) - values.null_count
         if decimal == "." and valid and _count(values, _COMMA_NUMBER) >= 0.9 * valid:
             commas.append(f.name)
@@ -368,6 +372,8 @@ _COMMA_NUMBER = r"^\s*[-+]?\d*,\d+\s*$"
 
 
 def _count(values: pa.Array, pattern: str) -> int:
+    import pyarrow.compute as pc  # ~50 ms (it loads pydoc); only text columns need it
+
     return int(pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0)
 
 
