@@ -51,6 +51,10 @@ HEAVY = (
     "bnorm_cli.report.svg",
     "bnorm_cli.io.export",
     "bnorm_cli.io.importers",
+    "bnorm_cli.report.drift",  # a drift report
+    "bnorm_cli.report.profile",  # an HTML report
+    "bnorm_cli.engines.grouped",  # --by
+    "bnorm_cli.io.groups_file",
 )
 
 
@@ -120,6 +124,13 @@ def test_a_text_column_still_gets_its_check(tmp_path: Path) -> None:
     modules = loaded(tmp_path, "fit", path, "-s", tmp_path / "st.json", "--quiet")
     assert "pyarrow.compute" in modules
     assert "pandas" not in modules
+
+
+def test_by_loads_the_per_key_modules(tmp_path: Path, files: dict[str, Path]) -> None:
+    """The lazy --by modules are imported when --by is given."""
+    stats = tmp_path / "st.json"
+    modules = loaded(tmp_path, "fit", files["parquet"], "-s", stats, "--by", "b", "--quiet")
+    assert {"bnorm_cli.engines.grouped", "bnorm_cli.io.groups_file"} <= modules
 
 
 def test_rich_is_imported_when_something_is_printed(tmp_path: Path, files: dict[str, Path]) -> None:

@@ -2,27 +2,30 @@
 
 `app` parses the options and hands over here when ``--by`` is given (or, for
 transform, when the statistics file holds per-key statistics); the work is
-`engines.grouped`'s, the files `io.groups_file`'s.
+`engines.grouped`'s, the files `io.groups_file`'s (both imported by the commands
+below, so a run without ``--by`` does not load them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from ..core import groups as gr
 from ..core.errors import UsageError
 from ..core.model import BatchNorm, Mode, Use
-from ..engines import grouped
-from ..io import groups_file, stats_file, streams
+from ..io import stats_file, streams
 from ..io.atomic import staged
 from ..io.inputs import open_inputs
 from ..io.readers import TextOptions
 from ..report import summary as report
 from .options import names
+
+if TYPE_CHECKING:
+    from ..engines import grouped
 
 
 def keys_of(by: list[str] | None, min_count: int | None) -> tuple[list[str], int]:
@@ -138,6 +141,8 @@ def fit(
     report_path: str | None,
     as_json: bool,
 ) -> None:
+    from ..engines import grouped
+    from ..io import groups_file
     from .app import _check_paths, _columns, _finish, _progress, _warnings, reading_record
 
     if report.is_html(report_path):
@@ -187,6 +192,8 @@ def transform(
     strict: bool,
     report_path: str | None,
 ) -> None:
+    from ..engines import grouped
+    from ..io import groups_file
     from ..io.writers import write_batches
     from .app import _check_paths, _checked, _finish, _output_name, _progress, _rows, _warnings
 
@@ -238,6 +245,8 @@ def normalize(
     strict: bool,
     report_path: str | None,
 ) -> None:
+    from ..engines import grouped
+    from ..io import groups_file
     from ..io.writers import write_batches
     from .app import (
         _checked,
