@@ -55,6 +55,7 @@ HEAVY = (
     "bnorm_cli.report.profile",  # an HTML report
     "bnorm_cli.engines.grouped",  # --by
     "bnorm_cli.io.groups_file",
+    "bnorm_cli.core.groups",
 )
 
 
@@ -130,7 +131,11 @@ def test_by_loads_the_per_key_modules(tmp_path: Path, files: dict[str, Path]) ->
     """The lazy --by modules are imported when --by is given."""
     stats = tmp_path / "st.json"
     modules = loaded(tmp_path, "fit", files["parquet"], "-s", stats, "--by", "b", "--quiet")
-    assert {"bnorm_cli.engines.grouped", "bnorm_cli.io.groups_file"} <= modules
+    assert {
+        "bnorm_cli.engines.grouped",
+        "bnorm_cli.io.groups_file",
+        "bnorm_cli.core.groups",
+    } <= modules
 
 
 def test_rich_is_imported_when_something_is_printed(tmp_path: Path, files: dict[str, Path]) -> None:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ..core import groups as gr
 from ..core.errors import UsageError
 from ..core.model import BatchNorm, Mode, Use
 from ..io import stats_file, streams
@@ -34,6 +33,8 @@ def keys_of(by: list[str] | None, min_count: int | None) -> tuple[list[str], int
         if min_count is not None:
             raise UsageError("--min-count needs --by (it applies to per-key statistics)")
         return [], 1
+    from ..core import groups as gr
+
     return gr.check_by(names(by) or [], 1 if min_count is None else min_count)
 
 
@@ -213,6 +214,8 @@ def transform(
     if report.is_html(report_path):
         raise UsageError("--report .html cannot be combined with --by yet; write .md or .json")
     if min_count is not None:
+        from ..core import groups as gr
+
         fold.min_count = gr.check_by(fold.keys, min_count)[1]
     source = open_inputs(inputs, input_format, model, True, encoding, False, text=text)
     fb = grouped.Fallbacks()
