@@ -30,7 +30,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..core.errors import DataError, UsageError
-from ..core.frames import string_array
+from ..core.frames import string_array, to_polars
 from . import storage
 from .csv_parallel import Readable, parallel_csv
 from .formats import compression_of
@@ -333,7 +333,11 @@ def shell_word(word: str) -> str:
     return word if re.fullmatch(r"[\w.,:/@%+=-]+", word) else shlex.quote(word)
 
 
-_NUMBER = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
+# matched by polars (pyarrow.compute costs ~50 ms to import); classes written out in
+# ASCII as RE2's \s and \d are, where polars' (Rust) regex would take Unicode ones
+_SPACE = r"[\t\n\f\r ]"
+_NUMBER = rf"^{_SPACE}*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?{_SPACE}*$"
+_COMMA_NUMBER = rf"^{_SPACE}*[-+]?[0-9]*,[0-9]+{_SPACE}*$"
 
 
 def _suspects(
@@ -348,33 +352,22 @@ def _suspects(
     pattern = _NUMBER.replace("\\.", "[.,]") if decimal != "." else _NUMBER
     out: dict[str, tuple[int, str]] = {}
     commas: list[str] = []
-    for f, values in zip(first.schema, first.columns, strict=True):
+    frame = to_polars(first)  # not pl.Series(array): that imports pyarrow.compute
+    for f in first.schema:
         if f.name in chosen or not pa.types.is_string(f.type):
             continue
-        import pyarrow.compute as pc  # ~50 ms (it loads pydoc); only text columns need it
-
-        valid = len(values) - values.null_count
-        if decimal == "." and valid and _count(values, _COMMA_NUMBER) >= 0.9 * valid:
+        text = frame[f.name]
+        valid = len(text) - text.null_count()
+        if decimal == "." and valid and text.str.contains(_COMMA_NUMBER).sum() >= 0.9 * valid:
             commas.append(f.name)
             continue
-        # a null counts as a number; or_kleene, not fill_null(.., True): a Python scalar
-        # makes pyarrow import pandas when installed (~0.2 s)
-        is_number = pc.or_kleene(pc.match_substring_regex(values, pattern), pc.is_null(values))
-        numbers = (pc.sum(is_number).as_py() or 0) - values.null_count
+        is_number = text.str.contains(pattern)  # null where the field is missing
+        numbers = int(is_number.sum())
         others = valid - numbers
         if others > 0 and numbers >= 9 * others:
-            i = pc.index(is_number, False).as_py()
-            out[f.name] = (i + 2, str(values[i].as_py()))
+            i = int(is_number.not_().arg_true()[0])
+            out[f.name] = (i + 2, str(text[i]))
     return out, commas
-
-
-_COMMA_NUMBER = r"^\s*[-+]?\d*,\d+\s*$"
-
-
-def _count(values: pa.Array, pattern: str) -> int:
-    import pyarrow.compute as pc  # ~50 ms (it loads pydoc); only text columns need it
-
-    return int(pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0)
 
 
 def _delimiter_hint(recorded: bytes, sep: str) -> str:
