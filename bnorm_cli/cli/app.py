@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import polars as pl
 import pyarrow as pa
@@ -27,9 +27,7 @@ from ..io.formats import infer_format, is_data_file
 from ..io.inputs import expand_inputs, input_paths, open_inputs
 from ..io.readers import Source
 from ..io.storage import is_url, redact
-from ..report import drift as drift_report
 from ..report import summary as report
-from ..report.profile import Profile
 from ..version import __version__
 from . import by as by_cli
 from .exits import OneLineErrors, handled, run
@@ -91,6 +89,10 @@ from .options import (
     text_options,
 )
 
+if TYPE_CHECKING:  # imported where they are used: a drift report, an HTML report
+    from ..report import drift as drift_report
+    from ..report.profile import Profile
+
 app = typer.Typer(
     name="bnorm",
     cls=OneLineErrors,
@@ -137,6 +139,8 @@ def _profile(report_path: str | None) -> Profile | None:
     """What an HTML report needs, gathered during the pass (checked before it starts)."""
     if not report.is_html(report_path):
         return None
+    from ..report.profile import Profile
+
     return Profile()
 
 
@@ -820,6 +824,8 @@ def drift_command(
             warn=not fail_on_drift,
         )
         if as_json:
+            from ..report import drift as drift_report
+
             sys.stdout.write(drift_report.to_json(rep))
         found = [d for d in rep.columns if d.verdict == "drift"]
         if fail_on_drift and found:
@@ -1252,6 +1258,8 @@ def _check_drift_report(path: str | None) -> None:
     with inputs and other outputs: `_check_paths`)."""
     if path is None:
         return
+    from ..report import drift as drift_report
+
     drift_report.check_path(path)
 
 
@@ -1265,6 +1273,8 @@ def _finish_drift(
     quiet: bool,
     warn: bool,
 ) -> drift_report.DriftReport:
+    from ..report import drift as drift_report
+
     rep = drift_report.build(command, stats, source, watch, thresholds)
     if path:
         drift_report.write(rep, path, watch)

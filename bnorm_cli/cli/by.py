@@ -2,27 +2,29 @@
 
 `app` parses the options and hands over here when ``--by`` is given (or, for
 transform, when the statistics file holds per-key statistics); the work is
-`engines.grouped`'s, the files `io.groups_file`'s.
+`engines.grouped`'s, the files `io.groups_file`'s (both imported by the commands
+below, so a run without ``--by`` does not load them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ..core import groups as gr
 from ..core.errors import UsageError
 from ..core.model import BatchNorm, Mode, Use
-from ..engines import grouped
-from ..io import groups_file, stats_file, streams
+from ..io import stats_file, streams
 from ..io.atomic import staged
 from ..io.inputs import open_inputs
 from ..io.readers import TextOptions
 from ..report import summary as report
 from .options import names
+
+if TYPE_CHECKING:
+    from ..engines import grouped
 
 
 def keys_of(by: list[str] | None, min_count: int | None) -> tuple[list[str], int]:
@@ -31,6 +33,8 @@ def keys_of(by: list[str] | None, min_count: int | None) -> tuple[list[str], int
         if min_count is not None:
             raise UsageError("--min-count needs --by (it applies to per-key statistics)")
         return [], 1
+    from ..core import groups as gr
+
     return gr.check_by(names(by) or [], 1 if min_count is None else min_count)
 
 
@@ -138,6 +142,8 @@ def fit(
     report_path: str | None,
     as_json: bool,
 ) -> None:
+    from ..engines import grouped
+    from ..io import groups_file
     from .app import _check_paths, _columns, _finish, _progress, _warnings, reading_record
 
     if report.is_html(report_path):
@@ -187,6 +193,8 @@ def transform(
     strict: bool,
     report_path: str | None,
 ) -> None:
+    from ..engines import grouped
+    from ..io import groups_file
     from ..io.writers import write_batches
     from .app import _check_paths, _checked, _finish, _output_name, _progress, _rows, _warnings
 
@@ -206,6 +214,8 @@ def transform(
     if report.is_html(report_path):
         raise UsageError("--report .html cannot be combined with --by yet; write .md or .json")
     if min_count is not None:
+        from ..core import groups as gr
+
         fold.min_count = gr.check_by(fold.keys, min_count)[1]
     source = open_inputs(inputs, input_format, model, True, encoding, False, text=text)
     fb = grouped.Fallbacks()
@@ -238,6 +248,8 @@ def normalize(
     strict: bool,
     report_path: str | None,
 ) -> None:
+    from ..engines import grouped
+    from ..io import groups_file
     from ..io.writers import write_batches
     from .app import (
         _checked,

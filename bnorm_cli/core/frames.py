@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -28,6 +29,16 @@ def to_polars(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
         frame.columns = list(names)
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def string_array(values: Sequence[str]) -> pa.Array:
+    """``values`` as an Arrow string array, built from its buffers: ``pa.array`` of
+    Python objects makes pyarrow import pandas, when installed (~0.2 s a process), and
+    ``Array.cast`` imports pyarrow.compute (~50 ms)."""
+    data = [v.encode() for v in values]
+    offsets = np.cumsum([0, *map(len, data)], dtype=np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(pa.string(), len(data), buffers)
 
 
 def is_pandas(data: object) -> bool:

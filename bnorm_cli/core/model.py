@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import numpy as np
 import polars as pl
@@ -35,10 +35,12 @@ from .dtypes import Spec
 from .errors import DataError, StatsFileError, UsageError, did_you_mean, opt, phrase
 from .fold import Fold, Momentum, Population, Running, RunningState, merge_folds
 from .frames import as_arrow, as_polars, is_frame, like, to_polars
-from .groups import GroupFold
 from .moments import Moments, MomentsTable, check_weights, table_moments
 from .scalers import Quantiles, Scaling
 from .sketch import Summary
+
+if TYPE_CHECKING:  # per-key statistics: core.groups is loaded by the --by paths only
+    from .groups import GroupFold
 
 #: Data the API accepts: polars frames or pyarrow tables / record batches; pandas
 #: DataFrames too (not named here: pandas is optional; see `frames.is_frame`).

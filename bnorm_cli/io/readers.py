@@ -26,12 +26,12 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..core.errors import DataError, UsageError
+from ..core.frames import string_array, to_polars
 from . import storage
 from .csv_parallel import Readable, parallel_csv
 from .formats import compression_of
@@ -325,7 +325,7 @@ def _to_numbers(
 ) -> Iterator[pa.RecordBatch]:
     """Number columns read as text made float64, as `_numbers` has pyarrow do it
     (a batch may hold them as numbers already)."""
-    missing = pa.array(nulls, pa.string())
+    missing = string_array(nulls)
     rows = 0
     for batch in batches:
         arrays = list(batch.columns)
@@ -344,8 +344,11 @@ def _to_numbers(
 def _text_to_float(
     values: pa.Array, missing: pa.Array, decimal: str, column: str, rows: int
 ) -> pa.Array:
+    import pyarrow.compute as pc  # ~50 ms (it loads pydoc); only text columns need it
+
     values = pc.utf8_trim(values, " \t")  # pyarrow's CSV number parser skips these too
-    values = pc.if_else(pc.is_in(values, missing), pa.scalar(None, pa.string()), values)
+    null = pa.nulls(1, pa.string())[0]  # not pa.scalar(None): that imports pandas (~0.2 s)
+    values = pc.if_else(pc.is_in(values, missing), null, values)
     if decimal != ".":
         values = pc.replace_substring(values, decimal, ".")
     try:
@@ -372,7 +375,11 @@ def shell_word(word: str) -> str:
     return word if re.fullmatch(r"[\w.,:/@%+=-]+", word) else shlex.quote(word)
 
 
-_NUMBER = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
+# matched by polars (pyarrow.compute costs ~50 ms to import); classes written out in
+# ASCII as RE2's \s and \d are, where polars' (Rust) regex would take Unicode ones
+_SPACE = r"[\t\n\f\r ]"
+_NUMBER = rf"^{_SPACE}*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?{_SPACE}*$"
+_COMMA_NUMBER = rf"^{_SPACE}*[-+]?[0-9]*,[0-9]+{_SPACE}*$"
 
 
 def _suspects(
@@ -387,27 +394,22 @@ def _suspects(
     pattern = _NUMBER.replace("\\.", "[.,]") if decimal != "." else _NUMBER
     out: dict[str, tuple[int, str]] = {}
     commas: list[str] = []
-    for f, values in zip(first.schema, first.columns, strict=True):
+    frame = to_polars(first)  # not pl.Series(array): that imports pyarrow.compute
+    for f in first.schema:
         if f.name in chosen or not pa.types.is_string(f.type):
             continue
-        valid = len(values) - values.null_count
-        if decimal == "." and valid and _count(values, _COMMA_NUMBER) >= 0.9 * valid:
+        text = frame[f.name]
+        valid = len(text) - text.null_count()
+        if decimal == "." and valid and text.str.contains(_COMMA_NUMBER).sum() >= 0.9 * valid:
             commas.append(f.name)
             continue
-        is_number = pc.fill_null(pc.match_substring_regex(values, pattern), True)
-        numbers = (pc.sum(is_number).as_py() or 0) - values.null_count
+        is_number = text.str.contains(pattern)  # null where the field is missing
+        numbers = int(is_number.sum())
         others = valid - numbers
         if others > 0 and numbers >= 9 * others:
-            i = pc.index(is_number, False).as_py()
-            out[f.name] = (i + 2, str(values[i].as_py()))
+            i = int(is_number.not_().arg_true()[0])
+            out[f.name] = (i + 2, str(text[i]))
     return out, commas
-
-
-_COMMA_NUMBER = r"^\s*[-+]?\d*,\d+\s*$"
-
-
-def _count(values: pa.Array, pattern: str) -> int:
-    return int(pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0)
 
 
 def _delimiter_hint(recorded: bytes, sep: str) -> str:
