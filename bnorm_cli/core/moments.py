@@ -51,6 +51,7 @@ import pyarrow as pa
 
 from . import sketch as sk
 from .errors import DataError, opt
+from .scratch import scratch
 
 # Scale by a power of two only when squares or sums could leave float64's range.
 _SCALE_ABOVE_EXP = 500
@@ -535,26 +536,40 @@ def _block_moments(
         n = np.full(m, width, np.int64)
     else:
         valid, n = _valid(x, name, first_row, stride, inf)
+    # temporaries in reused arrays (`scratch`): fresh ones cost more in page faults
+    # than the passes themselves; each holds what np.where(...) would
+    invalid = None if valid is None else ~valid
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if valid is None:
+        if invalid is None:
             lo, hi = x.min(axis=1), x.max(axis=1)
         else:
-            lo = np.where(valid, x, np.inf).min(axis=1)
-            hi = np.where(valid, x, -np.inf).max(axis=1)
+            masked = scratch("moments.xs", x.size).reshape(x.shape)
+            np.copyto(masked, x)
+            np.copyto(masked, np.inf, where=invalid)
+            lo = masked.min(axis=1)
+            np.copyto(masked, -np.inf, where=invalid)
+            hi = masked.max(axis=1)
         top = np.maximum(np.abs(lo), np.abs(hi))
         scale = _scales(top, n == 0)
-        xs = x if not scale.any() else np.ldexp(x, scale[:, None])
-        if valid is None and not scale.any():
-            total = s
+        if invalid is None and not scale.any():
+            xs, total = x, s
         else:
-            xs = xs if valid is None else np.where(valid, xs, 0.0)
+            xs = scratch("moments.xs", x.size).reshape(x.shape)
+            if scale.any():
+                np.ldexp(x, scale[:, None], out=xs)
+            else:
+                np.copyto(xs, x)
+            if invalid is not None:
+                np.copyto(xs, 0.0, where=invalid)
             total = xs.sum(axis=1)
         m0 = total / np.maximum(n, 1)
-        dev = xs - m0[:, None]
-        if valid is not None:
-            dev = np.where(valid, dev, 0.0)
+        dev = scratch("moments.dev", x.size).reshape(x.shape)
+        np.subtract(xs, m0[:, None], out=dev)
+        if invalid is not None:
+            np.copyto(dev, 0.0, where=invalid)
         s1 = dev.sum(axis=1)
-        s2 = (dev * dev).sum(axis=1)  # not np.dot: dot is not bit-reproducible
+        np.multiply(dev, dev, out=dev)
+        s2 = dev.sum(axis=1)  # not np.dot: dot is not bit-reproducible
         corr = s1 / np.maximum(n, 1)
         var = np.maximum(s2 - s1 * corr, 0.0) / np.maximum(n, 1)
         mean_hi, mean_lo = two_sum(m0, corr)
