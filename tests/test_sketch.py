@@ -36,6 +36,29 @@ def test_counts_are_exact_floor_of_scaled_values() -> None:
     assert x.std() / 70 < h.width <= x.std() / 30
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ((0.0, 1.0), (0.5, 1.0)),  # overlapping: neighbouring buckets (added densely)
+        ((0.0, 1.0), (2.0, 0.01)),  # disjoint, close: one span, with a gap
+        ((0.0, 1.0), (1e9, 1.0)),  # far apart: keys sorted instead
+        ((-1e9, 1.0), (0.0, 1e-3)),  # another width (coarsened), far apart
+    ],
+)
+def test_merge_counts_equal_the_counts_of_the_union(
+    a: tuple[float, float], b: tuple[float, float]
+) -> None:
+    rng = np.random.default_rng(3)
+    xa, xb = rng.normal(*a, 3000), rng.normal(*b, 2000)
+    ha, hb = _hist_of(xa), _hist_of(xb)
+    merged = sk.merge(ha, hb, cap=1 << 30)
+    assert merged.exp == max(ha.exp, hb.exp)
+    assert np.all(np.diff(merged.index) > 0) and np.all(merged.count > 0)
+    got = dict(zip(merged.index.tolist(), merged.count.tolist(), strict=True))
+    assert got == _exact_counts(np.concatenate([xa, xb]), merged.exp)
+    assert sk.merge(hb, ha, cap=1 << 30) == merged
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_merge_in_any_order_is_the_whole_bit_for_bit(seed: int) -> None:
     rng = np.random.default_rng(seed)

@@ -110,6 +110,16 @@ def merge(a: Histogram, b: Histogram, cap: int = MAX_BUCKETS) -> Histogram:
         return b if b.index.size <= cap else b.fitted(cap)
     exp = max(a.exp, b.exp)
     ca, cb = a.coarsened(exp), b.coarsened(exp)
+    if ca.index.size and cb.index.size:
+        first = min(int(ca.index[0]), int(cb.index[0]))
+        span = max(int(ca.index[-1]), int(cb.index[-1])) - first + 1
+        if span <= 4 * (ca.index.size + cb.index.size) + 64:
+            # neighbouring buckets (the usual case): added in a dense array, no sort
+            total = np.zeros(span, np.int64)
+            total[ca.index - first] = ca.count
+            total[cb.index - first] += cb.count
+            nz = np.flatnonzero(total)
+            return Histogram(exp, nz + first, total[nz]).fitted(cap)
     index = np.concatenate([ca.index, cb.index])
     count = np.concatenate([ca.count, cb.count])
     keys, inverse = np.unique(index, return_inverse=True)
