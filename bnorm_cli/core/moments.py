@@ -390,8 +390,6 @@ def table_moments(
         name = columns[j]
         series = frame.get_column(name)
         values = _float_values(series)
-        if series.dtype.is_integer() and not series.null_count() and k:
-            fields["increasing"][:, j] = _increasing(values, batch_size, k)
         parts = [(0, values[: full * batch_size].reshape(full, batch_size))] if full else []
         if full < k:
             parts.append((full, values[full * batch_size :].reshape(1, -1)))
@@ -403,6 +401,15 @@ def table_moments(
             out = _block_moments(block, name, first_row + start, batch_size, inf, w)
             for f in out:
                 fields[f][at : at + block.shape[0], j] = out[f]
+        if series.dtype.is_integer() and not series.null_count() and k:
+            # a strictly increasing batch starts at its min and ends at its max: a
+            # column whose batches do not (most) needs no pass to know they are not
+            ends = np.minimum(starts + batch_size, values.size) - 1
+            ends_ok = (values[starts] == fields["min"][:, j]) & (
+                values[ends] == fields["max"][:, j]
+            )
+            if ends_ok.any():
+                fields["increasing"][:, j] = _increasing(values, batch_size, k)
         fields["nulls"][:, j] = (
             _per_batch(series.is_null().to_numpy(), k, batch_size) if series.null_count() else 0
         )
@@ -456,7 +463,8 @@ def _column_sketch(
         exp = max(int(grid[j]), sk.exp_for_range(low, high)) if valid.size else int(grid[j])
     hist = sk.count_values(valid, exp, cap, low, high)
     # zeros fall in bucket 0 (so does -0.0): count them only when it can be occupied
-    has_zero = hist.index.size and hist.index[0] <= 0 <= hist.index[-1]
+    # and 0 is within the values' range
+    has_zero = hist.index.size and hist.index[0] <= 0 <= hist.index[-1] and low <= 0.0 <= high
     fields["zeros"][:, j] = _per_batch(values == 0.0, k, batch_size) if has_zero else 0
     if bounds is not None:
         lo_b, hi_b = float(bounds[0][j]), float(bounds[1][j])
