@@ -450,8 +450,11 @@ def _column_sketch(
     """Column ``j``'s sketch of these rows, its zero counts and (``bounds``) the
     counts outside them, from its values and its batches' moments."""
     n = fields["n"][:, j]
-    clean = int(n.sum()) == rows
-    valid = values if clean else values[np.isfinite(values)]
+    count = int(n.sum())
+    clean = count == rows
+    valid = values
+    if not clean:  # the finite values (n counts them), into a reused array (`scratch`)
+        valid = np.compress(np.isfinite(values), values, out=scratch("moments.valid", count))
     low = float(np.fmin.reduce(fields["min"][:, j])) if k else math.nan
     high = float(np.fmax.reduce(fields["max"][:, j])) if k else math.nan
     if grid is None and k == 1:

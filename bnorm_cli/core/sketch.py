@@ -26,11 +26,12 @@ deviation wide (at least 1/64 of it), unless `MAX_BUCKETS` forced it wider
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .scratch import scratch
 
 #: Bucket width <= batch std / 2^WIDTH_BITS.
 WIDTH_BITS = 5
@@ -181,7 +182,9 @@ def count_values(
         low, high = float(values.min()), float(values.max())
     first = math.floor(low * scale if scale is not None else math.ldexp(low, -exp))
     last = math.floor(high * scale if scale is not None else math.ldexp(high, -exp))
-    buf, ints = _scratch(values.size)
+    # reused work arrays (`scratch`): fresh ones cost more in page faults than the counting
+    buf = scratch("sketch.scaled", values.size)
+    ints = scratch("sketch.index", values.size, np.int32)
     # exact: scaling by a power of two (ldexp where 2^-exp is not a normal float)
     if scale is not None:
         np.multiply(values, scale, out=buf)
@@ -198,19 +201,6 @@ def count_values(
         keys, counts = np.unique(buf.astype(np.int64), return_counts=True)
         h = Histogram(exp, keys, counts.astype(np.int64))
     return h if h.index.size <= cap else h.fitted(cap)
-
-
-_local = threading.local()
-
-
-def _scratch(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reused work arrays (per thread): a fresh 512 KB array per column costs more in
-    page faults than the counting itself. Their content never leaks into a result."""
-    have = getattr(_local, "arrays", None)
-    if have is None or have[0].size < size:
-        have = (np.empty(size, np.float64), np.empty(size, np.int32))
-        _local.arrays = have
-    return have[0][:size], have[1][:size]
 
 
 # -- serialized form -------------------------------------------------------------
