@@ -207,13 +207,12 @@ def _sink_parquet(
     """
     rows = 0
     failed: list[BaseException] = []
-    exprs = batches.exprs if isinstance(batches, MappedBatches) else None
-    pulled = schema
+    pulled, exprs = schema, None
     if isinstance(batches, MappedBatches):
-        if exprs is not None and _maps_to(batches.input_schema, exprs, schema):
-            pulled, batches = batches.input_schema, batches.inputs
+        if batches.exprs is not None and _maps_to(batches.input_schema, batches.exprs, schema):
+            pulled, exprs, batches = batches.input_schema, batches.exprs, batches.inputs
         else:
-            exprs, batches = None, batches.batches
+            batches = batches.batches
 
     def counted() -> Iterator[pa.RecordBatch]:
         nonlocal rows
