@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from bnorm_cli.cli.app import app
@@ -50,3 +52,26 @@ def test_header_only_csv_round_trip(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     result = runner.invoke(app, ["fit", str(empty), "-s", str(stats), "-q"])
     assert result.exit_code == 1 and "empty" in result.stderr
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_an_inf_is_refused_with_or_without_parquet_statistics(
+    tmp_path: Path, statistics: bool
+) -> None:
+    """transform skips its infinity scan only where the statistics bound the values:
+    a file whose statistics show the inf, or that has none, is still refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    good, bad, stats = tmp_path / "g.parquet", tmp_path / "b.parquet", tmp_path / "s.json"
+    a = rng.normal(0, 1, 1000)
+    pq.write_table(pa.table({"a": a}), good)
+    a[700] = -math.inf
+    pq.write_table(pa.table({"a": a}), bad, write_statistics=statistics, row_group_size=300)
+    assert runner.invoke(app, ["fit", str(good), "-s", str(stats), "-q"]).exit_code == 0
+    out = tmp_path / "o.parquet"
+    result = runner.invoke(app, ["transform", str(bad), "-s", str(stats), "-o", str(out), "-q"])
+    assert result.exit_code == 1
+    assert 'column "a", row 701' in result.stderr
+    assert not out.exists()
