@@ -3,6 +3,8 @@
 Layers, bottom up: ``version`` < ``core`` < ``io`` < ``engines``, ``report`` < ``api``
 < ``cli`` and ``sklearn`` (the estimator). A module may import its own layer and the
 layers below it; ``engines`` and ``report`` are peers that do not import each other.
+Within a layer the modules import each other without a cycle (an import inside a
+function, or under ``TYPE_CHECKING``, counts as much as one at the top).
 """
 
 from __future__ import annotations
@@ -82,6 +84,112 @@ def test_imports_point_down(module: str) -> None:
             f"{MODULES[module].name}:{line}: {module} (layer {_layer(module)}) imports"
             f" {target} (layer {_layer(target)}), which is not below it"
         )
+
+
+def _module_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports anywhere in its file.
+
+    ``from .io import stats_file`` is an edge to ``io.stats_file`` (the module named),
+    ``from .io.readers import Source`` one to ``io.readers``; a package's
+    ``__init__`` is a node of its own, reached only when a name is taken from it.
+    """
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[: len(base) - node.level + 1]
+                    target = ".".join([*base, node.module] if node.module else base)
+                else:
+                    target = node.module or ""
+                for a in node.names:
+                    found.add(f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target)
+        graph[module] = {m for m in found if m in modules and m != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (``[a, b, ..., a]``) per strongly connected group of modules (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return [_path_round(graph, group) for group in groups]
+
+
+def _path_round(graph: dict[str, set[str]], group: set[str]) -> list[str]:
+    """A shortest way from the group's first module back to itself, inside the group."""
+    start = min(group)
+    came: dict[str, str] = {start: start}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in sorted(graph[v] & group):
+                if w == start:
+                    path = [v]
+                    while path[-1] != start:
+                        path.append(came[path[-1]])
+                    return [*reversed(path), start]
+                if w not in came:
+                    came[w] = v
+                    nxt.append(w)
+        frontier = nxt
+    raise AssertionError(f"no cycle through {start}")
+
+
+def test_no_import_cycle() -> None:
+    cycles = _cycles(_module_graph(MODULES))
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_a_cycle_through_a_function_level_import(tmp_path: Path) -> None:
+    """The rule can fail: `a` imports `b` at the top, `b` imports `a` inside a function."""
+    pkg = tmp_path / "bnorm_cli" / "cli"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("from . import b\n", encoding="utf-8")
+    (pkg / "b.py").write_text("def f():\n    from .a import g\n", encoding="utf-8")
+    (pkg / "c.py").write_text("from . import a\n", encoding="utf-8")
+    modules = {f"bnorm_cli.cli.{n}": pkg / f"{n}.py" for n in "abc"}
+    graph = _module_graph(modules)
+    assert graph["bnorm_cli.cli.b"] == {"bnorm_cli.cli.a"}
+    assert _cycles(graph) == [["bnorm_cli.cli.a", "bnorm_cli.cli.b", "bnorm_cli.cli.a"]]
+    (pkg / "b.py").write_text("def f():\n    from . import c\n", encoding="utf-8")
+    assert _cycles(_module_graph(modules)) == [
+        ["bnorm_cli.cli.a", "bnorm_cli.cli.b", "bnorm_cli.cli.c", "bnorm_cli.cli.a"]
+    ]
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

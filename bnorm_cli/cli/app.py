@@ -6,13 +6,9 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import polars as pl
-import pyarrow as pa
 import typer
 
 from ..core import drift as dr
@@ -22,21 +18,30 @@ from ..core.model import merge as merge_models
 from ..core.scalers import check_running
 from ..engines import serial
 from ..io import stats_file, streams
-from ..io.atomic import check_run_paths, check_writable_target, staged, write_text, writes_through
-from ..io.formats import infer_format, is_data_file
-from ..io.inputs import expand_inputs, input_paths, open_inputs
+from ..io.atomic import staged, write_text
+from ..io.inputs import expand_inputs, open_inputs
 from ..io.readers import Source
-from ..io.storage import is_url, redact
+from ..io.storage import is_url
 from ..report import summary as report
 from ..version import __version__
 from . import by as by_cli
+from .checks import (
+    check_dataset_output,
+    check_paths,
+    checked,
+    normalize_warnings,
+    out_format,
+    run_warnings,
+    withholdable,
+)
 from .exits import OneLineErrors, handled, run
+from .fit_update import FitCommand, check_same_options, given_options
+from .model_options import build_model, engine_dtype, renorm_options, renorm_parameters
 from .options import (
     BatchSize,
     Beta,
     By,
     Center,
-    CenterOpt,
     Columns,
     Debug,
     DecimalComma,
@@ -72,6 +77,7 @@ from .options import (
     RenormMomentum,
     ReportPath,
     RMax,
+    RunOptions,
     Scale,
     ScaleOpt,
     Scheduler,
@@ -83,15 +89,24 @@ from .options import (
     Weight,
     Workers,
     names,
-    pair,
     per_column,
     reading_record,
     text_options,
 )
+from .reporting import (
+    columns_text,
+    finish,
+    html_profile,
+    note_wrote,
+    output_line,
+    progress,
+    report_fit,
+    rows_text,
+    run_parameters,
+)
 
-if TYPE_CHECKING:  # imported where they are used: a drift report, an HTML report
+if TYPE_CHECKING:  # imported where it is used: a drift report
     from ..report import drift as drift_report
-    from ..report.profile import Profile
 
 app = typer.Typer(
     name="bnorm",
@@ -128,221 +143,8 @@ def _root(
     """Batch Normalization for tabular data: fit, transform, normalize, inspect."""
 
 
-def _dtype(d: DType | None) -> str | type[pl.DataType] | None:
-    """--dtype as the engines take it (None: float64, and the fitted types for --inverse)."""
-    if d is None:
-        return None
-    return {DType.float32: pl.Float32, DType.float64: pl.Float64}.get(d, "same")
-
-
-def _profile(report_path: str | None) -> Profile | None:
-    """What an HTML report needs, gathered during the pass (checked before it starts)."""
-    if not report.is_html(report_path):
-        return None
-    from ..report.profile import Profile
-
-    return Profile()
-
-
-def _progress(
-    description: str, total: int | None, quiet: bool
-) -> contextlib.AbstractContextManager[Callable[[int], None]]:
-    """The progress bar (console.progress), without importing Rich when quiet."""
-    if quiet:
-        return contextlib.nullcontext(lambda rows: None)
-    from . import console
-
-    return console.progress(description, total, quiet)
-
-
-def _finish(
-    rep: report.Report,
-    report_path: str | None,
-    quiet: bool,
-    model: BatchNorm | None = None,
-    profile: Profile | None = None,
-    wrote: tuple[str, ...] = (),
-    parameters: tuple[tuple[str, str], ...] = (),
-) -> None:
-    if report_path and profile is not None and model is not None:
-        _write_html(rep, report_path, model, profile, parameters)
-    elif report_path:
-        report.write(rep, report_path)
-    if not quiet:
-        from . import console  # Rich is imported only when something is shown
-
-        console.show_report(rep)
-        for message in rep.warnings:
-            console.warn(message)
-    _wrote(quiet, *wrote, *([report_path] if report_path else []))
-
-
-def _wrote(quiet: bool, *what: str) -> None:
-    """Say on stderr what the command wrote ("wrote stats.json (7 columns)")."""
-    if quiet or not what:
-        return
-    from . import console
-
-    for line in what:
-        console.note(f"wrote {line}")
-
-
-def _columns(n: int) -> str:
-    return f"{n:,} column{'' if n == 1 else 's'}"
-
-
-def _rows(n: int) -> str:
-    return f"{n:,} row{'' if n == 1 else 's'}"
-
-
-def _command_line(command: str) -> str:
-    """The command as typed, when run as `bnorm` (else its name)."""
-    import shlex
-    from pathlib import Path
-
-    if Path(sys.argv[0]).name in ("bnorm", "__main__.py"):
-        return shlex.join(["bnorm", *sys.argv[1:]])
-    return f"bnorm {command}"
-
-
-def _parameters(model: BatchNorm, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
-    """The run's settings, for the HTML report."""
-    momentum = "cumulative" if model.momentum is None else f"{model.momentum:g}"
-    gammas = sorted({f"{v:g}" for v in model.gamma_.values()})
-    betas = sorted({f"{v:g}" for v in model.beta_.values()})
-    return (
-        *extra,
-        ("batch size", f"{model.batch_size:,}"),
-        ("momentum", momentum),
-        ("eps", f"{model.eps:g}"),
-        ("inf", model.inf),
-        ("gamma", ", ".join(gammas) if len(gammas) < 2 else "per column"),
-        ("beta", ", ".join(betas) if len(betas) < 2 else "per column"),
-    )
-
-
-def _write_html(
-    rep: report.Report,
-    path: str,
-    model: BatchNorm,
-    profile: Profile,
-    parameters: tuple[tuple[str, str], ...],
-) -> None:
-    from ..report.html import Run, to_html
-
-    population = {}
-    running_only = (model.imported_ or {}).get("statistics") == "running"  # imported: no population
-    for c, m in ({} if running_only else model.maps("population")).items():
-        pop = model.population_[c]
-        population[c] = (pop.mean, pop.var)
-        if not profile.after(c).size:  # fit: the sample mapped with the final statistics
-            x = profile.before(c)
-            profile.set_after(c, ((x - m.center_hi) - m.center_lo) * m.scale + m.beta)
-    run = Run(
-        _command_line(rep.command.split()[0]),
-        (("input", rep.source), *parameters),
-        report.passed_through(model),
-        list(rep.warnings),
-    )
-    write_text(path, to_html(rep, profile, population, run))
-
-
-def _output_name(output: str) -> str:
-    return "stdout" if output == "-" else output
-
-
-def _output_format(output: str, fmt: str | None) -> str:
-    """As named, else from the file name; CSV (as for -) for a device or FIFO without one."""
-    if output == "-":
-        streams.stdout()  # closed (>&-): say so before the pass
-    if fmt is None and output != "-" and writes_through(output) and not is_data_file(output):
-        return "csv"
-    return infer_format(output, fmt, "--output-format")
-
-
-def _check_paths(inputs: list[str], **outputs: str | None) -> None:
-    """Before any work: no output may be an input or another output (one place for all)."""
-    named = {"-" + k if len(k) == 1 else "--" + k.replace("_", "-"): v for k, v in outputs.items()}
-    for flag, value in named.items():
-        if value and is_url(value):  # only --engine dask's dataset goes to object storage
-            raise UsageError(
-                f"{flag} {redact(value)}: bnorm writes this to a local path (a URL is read,"
-                " but written only as --engine dask's -o dataset); write it locally, then"
-                " copy it with your store's tool"
-            )
-    check_run_paths(input_paths(inputs), named)
-
-
 # -- commands ------------------------------------------------------------------
-#: fit's options that --update takes from the statistics file instead.
-_FIT_OPTIONS = {
-    "batch_size": "--batch-size",
-    "momentum": "--momentum",
-    "eps": "--eps",
-    "columns": "--columns",
-    "exclude": "--exclude",
-    "gamma": "--gamma",
-    "beta": "--beta",
-    "inf": "--inf",
-    "weight": "--weight",
-    "center": "--center",
-    "scale": "--scale",
-    "feature_range": "--range",
-    "quantile_range": "--quantile-range",
-}
-
-
-def _given(ctx: typer.Context) -> list[str]:
-    """fit's statistics options given on the command line (not left at their defaults)."""
-    sources = {name: ctx.get_parameter_source(name) for name in _FIT_OPTIONS}
-    return [
-        flag
-        for name, flag in _FIT_OPTIONS.items()
-        if getattr(sources[name], "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
-    ]
-
-
-class _FitCommand(typer.core.TyperCommand):
-    """``--update`` takes a value only when a ``.json`` path follows it: ``fit NEW
-    --update OLD.json -s OUT.json``, and ``fit NEW -s STATS --update`` as before."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        out: list[str] = []
-        for i, arg in enumerate(args):
-            out.append(arg)
-            following = args[i + 1] if i + 1 < len(args) else ""
-            if arg == "--update" and not following.lower().endswith(".json"):
-                out.append("")  # the flag form: continue STATS itself
-        return super().parse_args(ctx, out)
-
-
-def _same_options(given: list[str], fresh: BatchNorm, saved: BatchNorm, old: str) -> None:
-    """fit --update: an option given must say what ``old`` already holds."""
-    from ..core.model import resolve_per_column
-
-    columns = saved.columns_
-    for name, flag in _FIT_OPTIONS.items():
-        if flag not in given:
-            continue
-        if name == "columns":  # the names given, less those excluded
-            named = [c for c in fresh.columns or [] if c not in fresh.exclude]
-            mine: object = columns if sorted(named) == sorted(columns) else named
-            theirs: object = columns
-        elif name == "exclude":  # none of them was fitted
-            mine, theirs = [c for c in columns if c not in fresh.exclude], columns
-        elif name in ("gamma", "beta"):
-            mine = resolve_per_column(getattr(fresh, name), columns, name, float(name == "gamma"))
-            theirs = getattr(saved, f"{name}_")
-        else:
-            mine, theirs = getattr(fresh, name), getattr(saved, name)
-        if mine != theirs:
-            raise UsageError(
-                f"{flag}: differs from the fit saved in {old} ({name.replace('_', ' ')}"
-                f" {theirs}); --update continues it with its own options: drop {flag}"
-            )
-
-
-@app.command(cls=_FitCommand)
+@app.command(cls=FitCommand)
 def fit(
     ctx: typer.Context,
     inputs: Inputs,
@@ -410,13 +212,6 @@ def fit(
         if keys:
             by_cli.refuse(update=update is not None, weight=weight,
                           engine_dask=engine is not EngineOpt.serial)  # fmt: skip
-            model = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch,
-                           None, (center, scale, feature_range, quantile_range))  # fmt: skip
-            by_cli.refuse_scaling(model)
-            text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
-            by_cli.fit(model, keys, count, inputs, stats, input_format, encoding, text, quiet,
-                       strict, report_path, as_json)  # fmt: skip
-            return
         if update is not None:
             old = update or stats
             model = by_cli.no_groups(stats_file.load(old), old, "fit --update")
@@ -426,10 +221,12 @@ def fit(
                     f" {model.imported_['file']}, without the counts a fit continues from;"
                     " fit without --update"
                 )
-            fresh = _model(batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch)
-            _same_options(_given(ctx), fresh, model, old)
+            fresh = build_model(
+                batch_size, momentum, eps, columns, exclude, gamma, beta, inf, sketch
+            )
+            check_same_options(given_options(ctx), fresh, model, old)
         else:
-            model = _model(
+            model = build_model(
                 batch_size,
                 momentum,
                 eps,
@@ -442,10 +239,16 @@ def fit(
                 weight,
                 (center, scale, feature_range, quantile_range),
             )
+        if keys:
+            by_cli.refuse_scaling(model)
+            text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
+            run = RunOptions(inputs, input_format, encoding, text, quiet, strict, report_path)
+            by_cli.fit(model, keys, count, run, stats, as_json)
+            return
         if report_path:
             report.check_report_path(report_path)
-        profile = _profile(report_path)
-        _check_paths(inputs, s=stats, report=report_path)
+        profile = html_profile(report_path)
+        check_paths(inputs, s=stats, report=report_path)
         if as_json:
             streams.stdout()  # closed (>&-): say so before the pass
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
@@ -473,7 +276,7 @@ def fit(
                 inputs, input_format, model, True, encoding, True, only=model.columns_, text=text
             )
 
-        with _progress("fit", source.total_rows, quiet) as advance:
+        with progress("fit", source.total_rows, quiet) as advance:
             if units is None:
                 serial.fit(
                     model,
@@ -490,15 +293,12 @@ def fit(
                 serial.start(model, source, resume=resume)
                 with dask_engine.connect(scheduler, workers) as client:
                     dask_engine.fit(model, units, client, source.name, advance)
-        warnings = _warnings(model, strict, source.warnings, fitting=True)
+        warnings = run_warnings(model, strict, source.warnings, fitting=True)
         model.reading_ = reading_record(text, encoding)
         stats_file.save(model, stats)
-        rep = report.build("fit", source.name, model, model.rows_, warnings=warnings)
-        wrote = (f"{stats} ({_columns(len(model.columns_))})",)
-        _finish(rep, report_path, quiet, model, profile, wrote, _parameters(model))
-        if as_json:
-            summary = {"stats": stats, **json.loads(report.to_json(rep))}
-            streams.write_stdout(json.dumps(summary, indent=2) + "\n")
+        wrote = f"{stats} ({columns_text(len(model.columns_))})"
+        report_fit(model, stats, source.name, warnings, wrote, report_path, quiet, as_json,
+                   profile)  # fmt: skip
 
 
 @app.command()
@@ -595,7 +395,7 @@ def transform(
         thresholds = dr.Thresholds.parse(drift_threshold)
         if drift_threshold and not drift:
             raise UsageError("--drift-threshold needs --drift (or --fail-on-drift)")
-        if fail_on_drift and not _withholdable(output):
+        if fail_on_drift and not withholdable(output):
             raise UsageError(
                 f"--fail-on-drift: drift is known only after the last row, and the output"
                 f" {'stdout' if output == '-' else output} cannot be withheld; run"
@@ -618,7 +418,7 @@ def transform(
             )
         if report_path:
             report.check_report_path(report_path)
-        profile = _profile(report_path)
+        profile = html_profile(report_path)
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
         if weight is not None and units is not None:
             raise UsageError(
@@ -631,11 +431,11 @@ def transform(
                 raise UsageError(
                     "--drift gathers its table while streaming; use it with --engine serial"
                 )
-            _check_dataset_output(output, [*inputs, stats], output_format, overwrite)
-            _check_paths([*inputs, stats], report=report_path)
+            check_dataset_output(output, [*inputs, stats], output_format, overwrite)
+            check_paths([*inputs, stats], report=report_path)
         else:
-            out_fmt = _output_format(output, output_format)
-            _check_paths(
+            out_fmt = out_format(output, output_format)
+            check_paths(
                 [*inputs, stats], o=output, report=report_path, drift_report=drift_report_path
             )
         _check_drift_report(drift_report_path)
@@ -648,17 +448,16 @@ def transform(
         keys = names(by) or []
         if keys or min_count is not None or loaded.state_.groups is not None:  # type: ignore[union-attr]
             by_cli.refuse(drift=drift, weight=weight, engine_dask=units is not None)
-            by_cli.transform(model, keys, min_count, inputs, stats, output, out_fmt, use.value,
-                             by_cli.float_type(_dtype(dtype)), inverse, input_format, encoding,
-                             text, quiet, strict,
-                             report_path)  # fmt: skip
+            run = RunOptions(inputs, input_format, encoding, text, quiet, strict, report_path)
+            by_cli.transform(model, keys, min_count, run, stats, output, out_fmt, use.value,
+                             by_cli.float_type(engine_dtype(dtype)), inverse)  # fmt: skip
             return
         source = open_inputs(inputs, input_format, model, True, encoding, False, text=text)
         if weight is not None and weight not in source.schema.names:
             raise UsageError(f'--weight: no column "{weight}" in the input')
         if inverse:
             model.check_invertible(model.maps(use.value))
-        warnings = _warnings(
+        warnings = run_warnings(
             model, strict, source.warnings, uses_running=use.value == "running", fitting=False
         )
         if units is not None:
@@ -666,7 +465,7 @@ def transform(
             from ..engines import dask_engine
 
             with (
-                _progress("transform", source.total_rows, quiet) as advance,
+                progress("transform", source.total_rows, quiet) as advance,
                 dask_engine.connect(scheduler, workers) as client,
             ):
                 rows = dask_engine.transform(
@@ -677,15 +476,15 @@ def transform(
                     source.name,
                     output,
                     use.value,
-                    _dtype(dtype),
+                    engine_dtype(dtype),
                     inverse,
                     advance,
                     overwrite=overwrite,
                 )
             if not quiet or report_path:
                 rep = report.build("transform", source.name, model, rows, warnings=warnings)
-                wrote = (f"{output} ({_rows(rows)} in Parquet parts)",)
-                _finish(rep, report_path, quiet, model, None, wrote)
+                wrote = (f"{output} ({rows_text(rows)} in Parquet parts)",)
+                finish(rep, report_path, quiet, model, None, wrote)
             return
         wanted = report_path is not None or not quiet
         observed: dict[str, Any] | None = {} if wanted else None
@@ -706,12 +505,12 @@ def transform(
                     f"--strict: {source.name}: {dr.warning_line(found[0])}{more}", found
                 )
 
-        with _progress("transform", source.total_rows, quiet) as advance:
+        with progress("transform", source.total_rows, quiet) as advance:
             schema, batches = serial.transform(
                 model,
                 source,
                 use.value,
-                _dtype(dtype),
+                engine_dtype(dtype),
                 inverse,
                 observed,
                 advance,
@@ -734,11 +533,11 @@ def transform(
                     warn=False,
                 )
                 raise
-        wrote = (f"{_output_name(output)} ({_rows(rows)})",)
+        wrote = (output_line(output, rows),)
         if observed is not None:
             rep = report.build("transform", source.name, model, rows, observed, warnings)
-            params = _parameters(model, ("statistics", f"{stats} (--use {use.value})"))
-            _finish(rep, report_path, quiet, model, profile, wrote, params)
+            params = run_parameters(model, ("statistics", f"{stats} (--use {use.value})"))
+            finish(rep, report_path, quiet, model, profile, wrote, params)
         if watch is not None:
             _finish_drift(
                 "transform",
@@ -802,7 +601,7 @@ def drift_command(
         )
         if not model.columns_:
             raise DataError("-c/-x leave none of the fitted columns to compare; name one with -c")
-        _check_paths([*inputs, stats], drift_report=drift_report_path)
+        check_paths([*inputs, stats], drift_report=drift_report_path)
         _check_drift_report(drift_report_path)
         watch = _watch(model, stats)
         # CSV is read as fit read it (delimiter, null tokens, decimal commas, encoding)
@@ -811,7 +610,7 @@ def drift_command(
         encoding = encoding or (saved if isinstance(saved, str) else "utf-8")
         text = text_options(None, None, False, False, recorded)
         source = open_inputs(inputs, input_format, model, True, encoding, True, text=text)
-        with _progress("drift", source.total_rows, quiet) as advance:
+        with progress("drift", source.total_rows, quiet) as advance:
             serial.drift(model, source, watch, advance)
         rep = _finish_drift(
             "drift",
@@ -897,10 +696,10 @@ def normalize(
     from ..io.writers import write_batches
 
     with handled(debug, "bnorm normalize"):
-        renorm = _renorm_options(
+        renorm = renorm_options(
             mode, momentum=renorm_momentum, rmax=rmax, dmax=dmax, warmup=warmup, ramp=ramp
         )
-        model = _model(
+        model = build_model(
             batch_size,
             momentum,
             eps,
@@ -927,38 +726,28 @@ def normalize(
             by_cli.refuse(weight=weight, engine_dask=engine is not EngineOpt.serial)
             by_cli.refuse_scaling(model)
             text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
-            out_fmt = _output_format(output, output_format)
-            by_cli.normalize(model, keys, count, inputs, output, out_fmt, mode.value, stats,
-                             by_cli.float_type(_dtype(dtype)), input_format, encoding, text,
-                             quiet, strict,
-                             report_path)  # fmt: skip
+            out_fmt = out_format(output, output_format)
+            run = RunOptions(inputs, input_format, encoding, text, quiet, strict, report_path)
+            by_cli.normalize(model, keys, count, run, output, out_fmt, mode.value, stats,
+                             by_cli.float_type(engine_dtype(dtype)))  # fmt: skip
             return
         if report_path:
             report.check_report_path(report_path)
-        profile = _profile(report_path)
+        profile = html_profile(report_path)
         units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
         if units is not None:
-            _check_dataset_output(output, inputs, output_format, overwrite)
-            _check_paths(inputs, s=stats, report=report_path)
+            check_dataset_output(output, inputs, output_format, overwrite)
+            check_paths(inputs, s=stats, report=report_path)
         else:
-            out_fmt = _output_format(output, output_format)
-            _check_paths(inputs, o=output, s=stats, report=report_path)
+            out_fmt = out_format(output, output_format)
+            check_paths(inputs, o=output, s=stats, report=report_path)
         text = text_options(delimiter, null_values, no_default_nulls, decimal_comma)
         source = open_inputs(inputs, input_format, model, False, encoding, False, text=text)
-        with _progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
+        with progress(f"normalize ({mode.value})", source.total_rows, quiet) as advance:
             warnings: list[str] = []
 
             def check() -> None:
-                running = mode.value == "running"
-                warnings[:] = _warnings(
-                    model,
-                    strict,
-                    source.warnings,
-                    fitting=True,
-                    uses_running=running,
-                    batch_mode=mode.value == "batch",
-                    renorm=mode.value == "renorm",
-                )
+                warnings[:] = normalize_warnings(model, strict, source.warnings, mode.value)
                 if put_stats is not None:  # written before the data output is renamed
                     # into place (a full disk there publishes nothing), renamed after it
                     model.reading_ = reading_record(text, encoding)
@@ -979,24 +768,24 @@ def normalize(
                             source.name,
                             output,
                             mode.value,
-                            _dtype(dtype),
+                            engine_dtype(dtype),
                             advance,
                             check=check,
                             overwrite=overwrite,
                         )
                 else:
                     schema, batches = serial.normalize(
-                        model, source, mode.value, _dtype(dtype), advance, profile
+                        model, source, mode.value, engine_dtype(dtype), advance, profile
                     )
-                    rows = write_batches(output, out_fmt, schema, _checked(batches, check))
-        wrote = [f"{_output_name(output)} ({_rows(rows)})"]
+                    rows = write_batches(output, out_fmt, schema, checked(batches, check))
+        wrote = [output_line(output, rows)]
         if stats:
-            wrote.append(f"{stats} ({_columns(len(model.columns_))})")
+            wrote.append(f"{stats} ({columns_text(len(model.columns_))})")
         rep = report.build(
             f"normalize --mode {mode.value}", source.name, model, model.rows_, warnings=warnings
         )
-        params = _parameters(model, ("mode", mode.value), *_renorm_parameters(model, mode))
-        _finish(rep, report_path, quiet, model, profile, tuple(wrote), params)
+        params = run_parameters(model, ("mode", mode.value), *renorm_parameters(model, mode))
+        finish(rep, report_path, quiet, model, profile, tuple(wrote), params)
 
 
 @app.command()
@@ -1021,7 +810,7 @@ def merge(
     """
     with handled(debug, "bnorm merge"):
         if output != "-":
-            _check_paths(stats, o=output)
+            check_paths(stats, o=output)
         model = merge_models(
             [by_cli.no_groups(stats_file.load(s), s, "merge") for s in stats], stats
         )
@@ -1030,8 +819,8 @@ def merge(
         else:
             stats_file.save(model, output)
         rep = report.build("merge", ", ".join(stats), model, model.rows_)
-        wrote = () if output == "-" else (f"{output} ({_columns(len(model.columns_))})",)
-        _finish(rep, None, quiet, model, None, wrote)
+        wrote = () if output == "-" else (f"{output} ({columns_text(len(model.columns_))})",)
+        finish(rep, None, quiet, model, None, wrote)
 
 
 @app.command()
@@ -1124,16 +913,16 @@ def export(
         chosen = ex.pick_columns(model, names(columns))
         if to is ExportTo.torch and output == "-":
             raise UsageError("--to torch writes a binary file; give -o PATH, not -")
-        _check_paths([stats], o=output)
+        check_paths([stats], o=output)
         if to is ExportTo.torch:
-            warnings = _warnings(model.adjusted(columns=chosen), strict, uses_running=True)
+            warnings = run_warnings(model.adjusted(columns=chosen), strict, uses_running=True)
             ex.save_torch(model, chosen, output)
             if warnings:
                 from . import console
 
                 for message in warnings:
                     console.warn(message)
-            _wrote(quiet, f"{output} ({_columns(len(chosen))})")
+            note_wrote(quiet, f"{output} ({columns_text(len(chosen))})")
         else:
             if output == "-":
                 streams.stdout()  # closed (>&-): one line
@@ -1142,7 +931,7 @@ def export(
                 streams.write_stdout(text)
             else:
                 write_text(output, text)
-                _wrote(quiet, f"{output} ({_columns(len(chosen))})")
+                note_wrote(quiet, f"{output} ({columns_text(len(chosen))})")
 
 
 @app.command("import")
@@ -1195,7 +984,7 @@ def import_command(
         if eps is not None:
             check_eps(eps)
         if output != "-":
-            _check_paths([source], o=output)
+            check_paths([source], o=output)
         doc = importers.import_document(source, names(columns), eps)
         model = stats_file.from_dict(doc, source)
         text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
@@ -1204,33 +993,10 @@ def import_command(
         else:
             write_text(output, text)
             held = doc["imported"]["statistics"]
-            _wrote(quiet, f"{output} ({_columns(len(model.columns_))}, {held} statistics)")
+            note_wrote(quiet, f"{output} ({columns_text(len(model.columns_))}, {held} statistics)")
 
 
 # -- helpers -------------------------------------------------------------------
-def _warnings(model: BatchNorm, strict: bool, read: Sequence[str] = (), **kinds: bool) -> list[str]:
-    """The run's warnings (how the input was read, ``model.warnings_``,
-    `BatchNorm.diagnose`); with --strict the first is an error."""
-    found = [*read, *model.noted(cli=True), *model.diagnose(cli=True, **kinds)]
-    if strict and found:
-        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise DataError(f"--strict: {found[0]}{more}")
-    return found
-
-
-def _checked(
-    batches: Iterator[pa.RecordBatch], check: Callable[[], object]
-) -> Iterator[pa.RecordBatch]:
-    """``batches``, then ``check()`` before the end: an error there still comes
-    before the output is published (the writer removes its temporary file)."""
-    yield from batches
-    check()
-
-
-def _withholdable(output: str) -> bool:
-    """Whether the output is a file written beside and renamed at the end (not stdout,
-    a FIFO or a device, which are written through)."""
-    return output != "-" and not writes_through(output)
 
 
 def _watch(model: BatchNorm, stats: str) -> dr.Watch:
@@ -1255,7 +1021,7 @@ def _watch(model: BatchNorm, stats: str) -> dr.Watch:
 
 def _check_drift_report(path: str | None) -> None:
     """Before the pass: a drift report of an unknown kind fails early (collisions
-    with inputs and other outputs: `_check_paths`)."""
+    with inputs and other outputs: `check_paths`)."""
     if path is None:
         return
     from ..report import drift as drift_report
@@ -1278,7 +1044,7 @@ def _finish_drift(
     rep = drift_report.build(command, stats, source, watch, thresholds)
     if path:
         drift_report.write(rep, path, watch)
-        _wrote(quiet, path)
+        note_wrote(quiet, path)
     if not quiet or warn:
         from . import console
 
@@ -1323,101 +1089,12 @@ def _dask_units(
     return units
 
 
-def _check_dataset_output(
-    output: str, inputs: list[str], fmt: str | None, overwrite: bool = False
-) -> None:
-    """--engine dask writes a directory of Parquet parts (see `io.dataset`)."""
-    from ..io.dataset import check_target
-
-    if output == "-" or (fmt not in (None, "parquet")):
-        raise UsageError(
-            "--engine dask writes a directory of Parquet parts: give -o DIRECTORY"
-            " (not -, no --output-format other than parquet)"
-        )
-    if is_url(output):
-        check_target(output, overwrite)
-        return
-    if Path(output).suffix and not Path(output).is_dir():
-        raise UsageError(
-            f"-o {output}: --engine dask writes a directory of Parquet parts; give a"
-            " directory name without a suffix (a single file is the serial engine's output)"
-        )
-    parent = Path(output).parent
-    check_writable_target(str(parent / ".bnorm-probe"), "-o")
-    for inp in input_paths(inputs):
-        if Path(inp).resolve().is_relative_to(Path(output).resolve()):
-            raise UsageError(f"-o {output}: holds an input ({inp}); choose another directory")
-    check_target(output, overwrite)
-
-
-def _model(
-    batch_size: int,
-    momentum: str,
-    eps: float,
-    columns: list[str] | None,
-    exclude: list[str] | None,
-    gamma: list[str] | None,
-    beta: list[str] | None,
-    inf: InfOpt,
-    sketch: bool = True,
-    weight: str | None = None,
-    scaling: tuple[CenterOpt | None, ScaleOpt, str | None, str | None] = (
-        None,
-        ScaleOpt.std,
-        None,
-        None,
-    ),
-    renorm: dict[str, Any] | None = None,
-) -> BatchNorm:
-    g = per_column(gamma, "--gamma")
-    b = per_column(beta, "--beta")
-    center, scale, feature_range, quantile_range = scaling
-    return BatchNorm(
-        batch_size=batch_size,
-        momentum=momentum,
-        eps=eps,
-        columns=names(columns),
-        exclude=names(exclude) or [],
-        gamma=1.0 if g is None else g,
-        beta=0.0 if b is None else b,
-        inf=inf.value,  # type: ignore[arg-type]
-        sketch=sketch,
-        weight=weight,
-        center=None if center is None else center.value,
-        scale=scale.value,
-        feature_range=pair(feature_range, "--range"),
-        quantile_range=pair(quantile_range, "--quantile-range"),
-        renorm=renorm,
-    )
-
-
 def _rereadable(inputs: list[str], input_format: str | None) -> bool:
     """Whether every input can be read again from the start (not stdin or a FIFO)."""
     return all(
         f.path != "-" and (is_url(f.path) or os.path.isfile(f.path))
         for f in expand_inputs(inputs, input_format)
     )
-
-
-def _renorm_parameters(model: BatchNorm, mode: ModeOpt) -> tuple[tuple[str, str], ...]:
-    """--mode renorm's settings, for the HTML report."""
-    if mode is not ModeOpt.renorm:
-        return ()
-    o = model.renorm
-    return (
-        ("renorm", f"momentum {o.momentum:g}, rmax {o.rmax:g}, dmax {o.dmax:g}"),
-        ("schedule", f"warmup {o.warmup:,} batches, ramp {o.ramp:,} batches"),
-    )
-
-
-def _renorm_options(mode: ModeOpt, **given: float | int | None) -> dict[str, Any]:
-    """--mode renorm's options that were given (the others keep their defaults); any of
-    them with another mode is a usage error."""
-    named = {k: v for k, v in given.items() if v is not None}
-    if named and mode is not ModeOpt.renorm:
-        flag = "--renorm-momentum" if "momentum" in named else f"--{next(iter(named))}"
-        raise UsageError(f"{flag} applies to --mode renorm only (this is --mode {mode.value})")
-    return named
 
 
 def main() -> None:

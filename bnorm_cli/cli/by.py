@@ -9,7 +9,6 @@ below, so a run without ``--by`` does not load them).
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -19,9 +18,10 @@ from ..core.model import BatchNorm, Mode, Use
 from ..io import stats_file, streams
 from ..io.atomic import staged
 from ..io.inputs import open_inputs
-from ..io.readers import TextOptions
 from ..report import summary as report
-from .options import names
+from .checks import check_paths, checked, normalize_warnings, refuse_warnings, run_warnings
+from .options import RunOptions, names
+from .reporting import columns_text, finish, output_line, progress, report_fit
 
 if TYPE_CHECKING:
     from ..engines import grouped
@@ -85,12 +85,14 @@ def _exclude_keys(model: BatchNorm, keys: list[str]) -> None:
     model.exclude = [*model.exclude, *(k for k in keys if k not in model.exclude)]
 
 
-def _open(model: BatchNorm, keys: list[str], inputs: list[str], *args: Any, **kw: Any) -> Any:
+def _open(model: BatchNorm, keys: list[str], run: RunOptions) -> Any:
     """open_inputs for fit/normalize: key columns read as they are, not as numbers."""
     given = list(model.exclude)
     _exclude_keys(model, keys)
     try:
-        return open_inputs(inputs, *args, **kw)
+        return open_inputs(
+            run.inputs, run.input_format, model, False, run.encoding, False, text=run.text
+        )
     except UsageError as e:
         for k in keys:
             if k not in given and f'no column "{k}"' in str(e):
@@ -120,87 +122,63 @@ def _notes(fb: grouped.Fallbacks, min_count: int, fitting: bool) -> list[str]:
     return out
 
 
-def _strict(notes: list[str], strict: bool) -> None:
-    if strict and notes:
-        from ..core.errors import DataError
-
-        more = f" (and {len(notes) - 1} more)" if len(notes) > 1 else ""
-        raise DataError(f"--strict: {notes[0]}{more}")
-
-
 def fit(
     model: BatchNorm,
     keys: list[str],
     min_count: int,
-    inputs: list[str],
+    run: RunOptions,
     stats: str,
-    input_format: str | None,
-    encoding: str,
-    text: TextOptions,
-    quiet: bool,
-    strict: bool,
-    report_path: str | None,
     as_json: bool,
 ) -> None:
     from ..engines import grouped
     from ..io import groups_file
-    from .app import _check_paths, _columns, _finish, _progress, _warnings, reading_record
 
-    if report.is_html(report_path):
+    if report.is_html(run.report_path):
         raise UsageError("--report .html cannot be combined with --by yet; write .md or .json")
     groups_file.check_target(stats)
-    _check_paths(inputs, s=stats, sidecar=str(groups_file.sidecar_path(stats)), report=report_path)
-    if report_path:
-        report.check_report_path(report_path)
+    sidecar = str(groups_file.sidecar_path(stats))
+    check_paths(run.inputs, s=stats, sidecar=sidecar, report=run.report_path)
+    if run.report_path:
+        report.check_report_path(run.report_path)
     if as_json:
         streams.stdout()
-    source = _open(model, keys, inputs, input_format, model, False, encoding, False, text=text)
-    with _progress("fit --by", source.total_rows, quiet) as advance:
+    source = _open(model, keys, run)
+    with progress("fit --by", source.total_rows, run.quiet) as advance:
         fb = grouped.fit(model, source, keys, min_count, advance)
     warnings = [
-        *_warnings(model, strict, source.warnings, fitting=True),
+        *run_warnings(model, run.strict, source.warnings, fitting=True),
         *_notes(fb, min_count, True),
     ]
-    model.reading_ = reading_record(text, encoding)
+    model.reading_ = run.reading_record()
     stats_file.save(model, stats)
-    rep = report.build("fit", source.name, model, model.rows_, warnings=warnings)
     wrote = (
-        f"{stats} ({_columns(len(model.columns_))}, {fb.groups:,} groups in"
-        f" {groups_file.sidecar_path(stats).name})",
+        f"{stats} ({columns_text(len(model.columns_))}, {fb.groups:,} groups in"
+        f" {groups_file.sidecar_path(stats).name})"
     )
-    _finish(rep, report_path, quiet, model, None, wrote)
-    if as_json:
-        doc: dict[str, Any] = {"stats": stats, **json.loads(report.to_json(rep))}
-        doc["groups"] = {"count": fb.groups, "rare": fb.rare_groups}
-        streams.write_stdout(json.dumps(doc, indent=2) + "\n")
+    groups = {"groups": {"count": fb.groups, "rare": fb.rare_groups}}
+    report_fit(model, stats, source.name, warnings, wrote, run.report_path, run.quiet, as_json,
+               extra=groups)  # fmt: skip
 
 
 def transform(
     model: BatchNorm,
     keys: list[str],
     min_count: int | None,
-    inputs: list[str],
+    run: RunOptions,
     stats: str,
     output: str,
     out_fmt: str,
     use: Use,
     dtype: type[pl.DataType],
     inverse: bool,
-    input_format: str | None,
-    encoding: str,
-    text: TextOptions,
-    quiet: bool,
-    strict: bool,
-    report_path: str | None,
 ) -> None:
     from ..engines import grouped
     from ..io import groups_file
     from ..io.writers import write_batches
-    from .app import _check_paths, _checked, _finish, _output_name, _progress, _rows, _warnings
 
     state = model.state_
     assert state is not None
-    _check_paths([*inputs, stats, str(groups_file.sidecar_path(stats))], o=output)
+    check_paths([*run.inputs, stats, str(groups_file.sidecar_path(stats))], o=output)
     if state.groups is None:
         raise UsageError(
             f"--by: {stats} holds global statistics only; fit with --by {','.join(keys)} first"
@@ -211,97 +189,75 @@ def transform(
             f"--by {','.join(keys)}: {stats} was fitted with --by {','.join(fold.keys)};"
             " give the same keys, or leave --by out"
         )
-    if report.is_html(report_path):
+    if report.is_html(run.report_path):
         raise UsageError("--report .html cannot be combined with --by yet; write .md or .json")
     if min_count is not None:
         from ..core import groups as gr
 
         fold.min_count = gr.check_by(fold.keys, min_count)[1]
-    source = open_inputs(inputs, input_format, model, True, encoding, False, text=text)
-    fb = grouped.Fallbacks()
-    warnings = _warnings(
-        model, strict, source.warnings, uses_running=use == "running", fitting=False
+    source = open_inputs(
+        run.inputs, run.input_format, model, True, run.encoding, False, text=run.text
     )
-    with _progress("transform --by", source.total_rows, quiet) as advance:
+    fb = grouped.Fallbacks()
+    warnings = run_warnings(
+        model, run.strict, source.warnings, uses_running=use == "running", fitting=False
+    )
+    with progress("transform --by", source.total_rows, run.quiet) as advance:
         schema, batches = grouped.transform(model, source, use, dtype, inverse, advance, fb)
-        check = lambda: _strict(_notes(fb, fold.min_count, False), strict)  # noqa: E731
-        rows = write_batches(output, out_fmt, schema, _checked(batches, check))
+        check = lambda: refuse_warnings(_notes(fb, fold.min_count, False), run.strict)  # noqa: E731
+        rows = write_batches(output, out_fmt, schema, checked(batches, check))
     warnings += _notes(fb, fold.min_count, False)
     rep = report.build("transform", source.name, model, rows, warnings=warnings)
-    _finish(rep, report_path, quiet, model, None, (f"{_output_name(output)} ({_rows(rows)})",))
+    finish(rep, run.report_path, run.quiet, model, None, (output_line(output, rows),))
 
 
 def normalize(
     model: BatchNorm,
     keys: list[str],
     min_count: int,
-    inputs: list[str],
+    run: RunOptions,
     output: str,
     out_fmt: str,
     mode: Mode,
     stats: str | None,
     dtype: type[pl.DataType],
-    input_format: str | None,
-    encoding: str,
-    text: TextOptions,
-    quiet: bool,
-    strict: bool,
-    report_path: str | None,
 ) -> None:
     from ..engines import grouped
     from ..io import groups_file
     from ..io.writers import write_batches
-    from .app import (
-        _checked,
-        _columns,
-        _finish,
-        _output_name,
-        _progress,
-        _rows,
-        _warnings,
-        reading_record,
-    )
 
-    if report.is_html(report_path):
+    if report.is_html(run.report_path):
         raise UsageError("--report .html cannot be combined with --by yet; write .md or .json")
     if stats:
         groups_file.check_target(stats)
     sidecar = str(groups_file.sidecar_path(stats)) if stats else None
-    from .app import _check_paths
-
-    _check_paths(inputs, o=output, s=stats, sidecar=sidecar, report=report_path)
-    source = _open(model, keys, inputs, input_format, model, False, encoding, False, text=text)
+    check_paths(run.inputs, o=output, s=stats, sidecar=sidecar, report=run.report_path)
+    source = _open(model, keys, run)
     fb = grouped.Fallbacks()
     warnings: list[str] = []
+    # grouped.normalize runs --mode running as such and every other mode as batch mode
+    done = "running" if mode == "running" else "batch"
     with contextlib.ExitStack() as stack:
         put_stats = stack.enter_context(staged(stats)) if stats else None
         put_sidecar = stack.enter_context(staged(sidecar)) if sidecar else None
 
         def check() -> None:
-            running = mode == "running"
-            warnings[:] = _warnings(
-                model,
-                strict,
-                source.warnings,
-                fitting=True,
-                uses_running=running,
-                batch_mode=not running,
-            )
-            _strict(_notes(fb, min_count, False), strict)
+            warnings[:] = normalize_warnings(model, run.strict, source.warnings, done)
+            refuse_warnings(_notes(fb, min_count, False), run.strict)
             if stats and put_stats is not None and put_sidecar is not None:
-                model.reading_ = reading_record(text, encoding)
+                model.reading_ = run.reading_record()
                 groups_file.staged_pair(model, stats, stats_file.dumps)(put_stats, put_sidecar)
 
-        with _progress(f"normalize --by ({mode})", source.total_rows, quiet) as advance:
+        with progress(f"normalize --by ({mode})", source.total_rows, run.quiet) as advance:
             schema, batches = grouped.normalize(
                 model, source, keys, min_count, mode, dtype, advance, fb
             )
-            rows = write_batches(output, out_fmt, schema, _checked(batches, check))
+            rows = write_batches(output, out_fmt, schema, checked(batches, check))
     warnings += _notes(fb, min_count, False)
-    wrote = [f"{_output_name(output)} ({_rows(rows)})"]
+    wrote = [output_line(output, rows)]
     if stats:
-        wrote.append(f"{stats} ({_columns(len(model.columns_))}, {fb.groups:,} groups)")
+        wrote.append(f"{stats} ({columns_text(len(model.columns_))}, {fb.groups:,} groups)")
     rep = report.build(
         f"normalize --mode {mode} --by", source.name, model, model.rows_, warnings=warnings
     )
-    _finish(rep, report_path, quiet, model, None, tuple(wrote))
+    finish(rep, run.report_path, run.quiet, model, None, tuple(wrote))

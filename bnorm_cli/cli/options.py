@@ -6,6 +6,7 @@ One definition per option, so every command spells and explains it the same way.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
@@ -353,6 +354,23 @@ def reading_record(text: TextOptions, encoding: str) -> dict[str, object]:
         "decimal_comma": text.decimal_comma,
         "encoding": encoding,
     }
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a data command hands on as one (to its ``--by`` variant): the inputs, how
+    they are read, and what the run shows."""
+
+    inputs: list[str]
+    input_format: str | None
+    encoding: str
+    text: TextOptions
+    quiet: bool
+    strict: bool
+    report_path: str | None
+
+    def reading_record(self) -> dict[str, object]:
+        return reading_record(self.text, self.encoding)
 
 
 def _delimiter(value: str) -> str:
