@@ -43,6 +43,15 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _from(node: ast.ImportFrom, package: str) -> str:
+    """The absolute name of the module a ``from ... import`` reads (in ``package``)."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - node.level + 1]
+    return ".".join([*base, node.module] if node.module else base)
+
+
 def _imports(module: str, path: Path) -> list[tuple[str, int]]:
     """Every module ``module`` imports (absolute names), with its line."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -52,12 +61,7 @@ def _imports(module: str, path: Path) -> list[tuple[str, int]]:
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
+            target = _from(node, package)
             found.append((target, node.lineno))
             if node.module is None or node.level:
                 found += [(f"{target}.{a.name}", node.lineno) for a in node.names]
@@ -102,12 +106,7 @@ def _module_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 found.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")
-                    base = base[: len(base) - node.level + 1]
-                    target = ".".join([*base, node.module] if node.module else base)
-                else:
-                    target = node.module or ""
+                target = _from(node, package)
                 for a in node.names:
                     found.add(f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target)
         graph[module] = {m for m in found if m in modules and m != module}
