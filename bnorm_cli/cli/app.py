@@ -7,13 +7,13 @@ import json
 import os
 import sys
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from ..core import drift as dr
-from ..core.errors import DataError, StatsFileError, UsageError, phrase
-from ..core.model import DEFAULT_BATCH_SIZE, BatchNorm
+from ..core.errors import DataError, UsageError, phrase
+from ..core.model import DEFAULT_BATCH_SIZE
 from ..core.model import merge as merge_models
 from ..core.scalers import check_running
 from ..engines import serial
@@ -29,11 +29,13 @@ from .checks import (
     check_dataset_output,
     check_paths,
     checked,
+    dask_units,
     normalize_warnings,
     out_format,
     run_warnings,
     withholdable,
 )
+from .drift_run import check_drift_report, drift_watch, finish_drift
 from .exits import OneLineErrors, handled, run
 from .fit_update import FitCommand, check_same_options, given_options
 from .model_options import build_model, engine_dtype, renorm_options, renorm_parameters
@@ -104,9 +106,6 @@ from .reporting import (
     rows_text,
     run_parameters,
 )
-
-if TYPE_CHECKING:  # imported where it is used: a drift report
-    from ..report import drift as drift_report
 
 app = typer.Typer(
     name="bnorm",
@@ -265,7 +264,7 @@ def fit(
             f.fmt in ("parquet", "ipc") and f.path != "-" and os.path.isfile(f.path)
             for f in expand_inputs(inputs, input_format)
         )
-        units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        units = dask_units(engine, scheduler, workers, inputs, input_format, report_path)
         if units is not None and model.scaling.needs_quantiles:
             from ..engines.dask_engine import DASK_QUANTILES
 
@@ -419,7 +418,7 @@ def transform(
         if report_path:
             report.check_report_path(report_path)
         profile = html_profile(report_path)
-        units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        units = dask_units(engine, scheduler, workers, inputs, input_format, report_path)
         if weight is not None and units is not None:
             raise UsageError(
                 "transform --weight weighs the report's input statistics, which --engine dask"
@@ -438,8 +437,8 @@ def transform(
             check_paths(
                 [*inputs, stats], o=output, report=report_path, drift_report=drift_report_path
             )
-        _check_drift_report(drift_report_path)
-        watch = _watch(model, stats) if drift else None
+        check_drift_report(drift_report_path)
+        watch = drift_watch(model, stats) if drift else None
         # CSV is read as fit read it, unless told otherwise
         recorded = loaded.reading_
         saved = recorded.get("encoding")
@@ -522,7 +521,7 @@ def transform(
                 rows = write_batches(output, out_fmt, schema, batches)
             except (dr.DriftFound, dr.DriftWarned):
                 assert watch is not None
-                _finish_drift(
+                finish_drift(
                     "transform",
                     stats,
                     source.name,
@@ -539,7 +538,7 @@ def transform(
             params = run_parameters(model, ("statistics", f"{stats} (--use {use.value})"))
             finish(rep, report_path, quiet, model, profile, wrote, params)
         if watch is not None:
-            _finish_drift(
+            finish_drift(
                 "transform",
                 stats,
                 source.name,
@@ -602,8 +601,8 @@ def drift_command(
         if not model.columns_:
             raise DataError("-c/-x leave none of the fitted columns to compare; name one with -c")
         check_paths([*inputs, stats], drift_report=drift_report_path)
-        _check_drift_report(drift_report_path)
-        watch = _watch(model, stats)
+        check_drift_report(drift_report_path)
+        watch = drift_watch(model, stats)
         # CSV is read as fit read it (delimiter, null tokens, decimal commas, encoding)
         recorded = loaded.reading_
         saved = recorded.get("encoding")
@@ -612,7 +611,7 @@ def drift_command(
         source = open_inputs(inputs, input_format, model, True, encoding, True, text=text)
         with progress("drift", source.total_rows, quiet) as advance:
             serial.drift(model, source, watch, advance)
-        rep = _finish_drift(
+        rep = finish_drift(
             "drift",
             stats,
             source.name,
@@ -734,7 +733,7 @@ def normalize(
         if report_path:
             report.check_report_path(report_path)
         profile = html_profile(report_path)
-        units = _dask_units(engine, scheduler, workers, inputs, input_format, report_path)
+        units = dask_units(engine, scheduler, workers, inputs, input_format, report_path)
         if units is not None:
             check_dataset_output(output, inputs, output_format, overwrite)
             check_paths(inputs, s=stats, report=report_path)
@@ -997,96 +996,6 @@ def import_command(
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def _watch(model: BatchNorm, stats: str) -> dr.Watch:
-    state = model.state_
-    assert state is not None
-    if model.weight is not None:
-        raise UsageError(
-            f"{stats} was fitted with --weight {model.weight}; drift compares unweighted"
-            " summaries and does not support weighted fits yet: re-fit without --weight to"
-            " compare"
-        )
-    if model.summary_ is None:
-        raise StatsFileError(
-            f"{stats}: this statistics file has no distribution summary ("
-            + ("it was imported" if model.imported_ else "it was written before bnorm recorded one")
-            + "), so there is nothing to compare the input with; re-fit on the"
-            f" training data with this bnorm (`bnorm fit TRAINING_DATA -s {stats}`), then run"
-            " drift again"
-        )
-    return dr.Watch(model.columns_, state.population, model.summary_, model.rows_)
-
-
-def _check_drift_report(path: str | None) -> None:
-    """Before the pass: a drift report of an unknown kind fails early (collisions
-    with inputs and other outputs: `check_paths`)."""
-    if path is None:
-        return
-    from ..report import drift as drift_report
-
-    drift_report.check_path(path)
-
-
-def _finish_drift(
-    command: str,
-    stats: str,
-    source: str,
-    watch: dr.Watch,
-    thresholds: dr.Thresholds,
-    path: str | None,
-    quiet: bool,
-    warn: bool,
-) -> drift_report.DriftReport:
-    from ..report import drift as drift_report
-
-    rep = drift_report.build(command, stats, source, watch, thresholds)
-    if path:
-        drift_report.write(rep, path, watch)
-        note_wrote(quiet, path)
-    if not quiet or warn:
-        from . import console
-
-        if not quiet:
-            console.show_drift(rep)
-        if warn:  # the gate's error line names them otherwise; shown even with -q
-            for line in drift_report.warnings(rep):
-                console.warn(line)
-    return rep
-
-
-def _dask_units(
-    engine: EngineOpt,
-    scheduler: str | None,
-    workers: int | None,
-    inputs: list[str],
-    input_format: str | None,
-    report_path: str | None,
-) -> list[Any] | None:
-    """With ``--engine dask``: the plan's units of the inputs (else None)."""
-    if engine is EngineOpt.serial:
-        for flag, value in (("--scheduler", scheduler), ("--workers", workers)):
-            if value is not None:
-                raise UsageError(f"{flag} needs --engine dask")
-        return None
-    if scheduler is not None and workers is not None:
-        raise UsageError("--workers sizes a local cluster; with --scheduler leave it out")
-    if report.is_html(report_path):
-        raise UsageError(
-            "--report .html samples batches as they stream; with --engine dask write"
-            " .md or .json, or use --engine serial"
-        )
-    from ..io.inputs import expand_inputs
-    from ..io.plan import plan
-
-    units = plan(expand_inputs(inputs, input_format))
-    if units is None:
-        raise UsageError(
-            "--engine dask reads Parquet or Arrow IPC files (their footers say where each"
-            " batch is); this input is text or stdin: use --engine serial"
-        )
-    return units
 
 
 def _rereadable(inputs: list[str], input_format: str | None) -> bool:

@@ -1,13 +1,13 @@
 """Checks a data command makes: before any work (no output is an input or another
-output, the output's format and kind), and before its output is published (the run's
-warnings, errors with ``--strict``).
+output, the output's format and kind, what --engine dask can read and write), and
+before its output is published (the run's warnings, errors with ``--strict``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import DataError, UsageError
 from ..core.model import BatchNorm
@@ -16,6 +16,8 @@ from ..io.atomic import check_run_paths, check_writable_target, writes_through
 from ..io.formats import infer_format, is_data_file
 from ..io.inputs import input_paths
 from ..io.storage import is_url, redact
+from ..report import summary as report
+from .options import EngineOpt
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -113,3 +115,36 @@ def check_dataset_output(
         if Path(inp).resolve().is_relative_to(Path(output).resolve()):
             raise UsageError(f"-o {output}: holds an input ({inp}); choose another directory")
     check_target(output, overwrite)
+
+
+def dask_units(
+    engine: EngineOpt,
+    scheduler: str | None,
+    workers: int | None,
+    inputs: list[str],
+    input_format: str | None,
+    report_path: str | None,
+) -> list[Any] | None:
+    """With ``--engine dask``: the plan's units of the inputs (else None)."""
+    if engine is EngineOpt.serial:
+        for flag, value in (("--scheduler", scheduler), ("--workers", workers)):
+            if value is not None:
+                raise UsageError(f"{flag} needs --engine dask")
+        return None
+    if scheduler is not None and workers is not None:
+        raise UsageError("--workers sizes a local cluster; with --scheduler leave it out")
+    if report.is_html(report_path):
+        raise UsageError(
+            "--report .html samples batches as they stream; with --engine dask write"
+            " .md or .json, or use --engine serial"
+        )
+    from ..io.inputs import expand_inputs
+    from ..io.plan import plan
+
+    units = plan(expand_inputs(inputs, input_format))
+    if units is None:
+        raise UsageError(
+            "--engine dask reads Parquet or Arrow IPC files (their footers say where each"
+            " batch is); this input is text or stdin: use --engine serial"
+        )
+    return units
