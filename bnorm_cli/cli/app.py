@@ -296,8 +296,7 @@ def fit(
         model.reading_ = reading_record(text, encoding)
         stats_file.save(model, stats)
         wrote = f"{stats} ({columns_text(len(model.columns_))})"
-        report_fit(model, stats, source.name, warnings, wrote, report_path, quiet, as_json,
-                   profile)  # fmt: skip
+        report_fit(model, stats, source.name, warnings, wrote, report_path, quiet, as_json, profile)
 
 
 @app.command()

@@ -3,7 +3,8 @@
 `app` parses the options and hands over here when ``--by`` is given (or, for
 transform, when the statistics file holds per-key statistics); the work is
 `engines.grouped`'s, the files `io.groups_file`'s (both imported by the commands
-below, so a run without ``--by`` does not load them).
+below, so a run without ``--by`` does not load them). The checks and the report are
+the ones every command uses (`checks`, `reporting`).
 """
 
 from __future__ import annotations
@@ -156,8 +157,17 @@ def fit(
         f" {groups_file.sidecar_path(stats).name})"
     )
     groups = {"groups": {"count": fb.groups, "rare": fb.rare_groups}}
-    report_fit(model, stats, source.name, warnings, wrote, run.report_path, run.quiet, as_json,
-               extra=groups)  # fmt: skip
+    report_fit(
+        model,
+        stats,
+        source.name,
+        warnings,
+        wrote,
+        run.report_path,
+        run.quiet,
+        as_json,
+        extra=groups,
+    )
 
 
 def transform(

@@ -50,6 +50,8 @@ def finish(
     wrote: tuple[str, ...] = (),
     parameters: tuple[tuple[str, str], ...] = (),
 ) -> None:
+    """The report to --report (HTML with ``profile``) and, unless quiet, to stderr with
+    its warnings; then the "wrote ..." lines."""
     if report_path and profile is not None and model is not None:
         _write_html(rep, report_path, model, profile, parameters)
     elif report_path:
