@@ -11,6 +11,7 @@ import pytest
 
 from bnorm_cli import BatchNorm
 from bnorm_cli.core import sketch as sk
+from bnorm_cli.core.errors import StatsFileError
 from bnorm_cli.core.fold import Fold
 from bnorm_cli.core.moments import MomentsTable, table_moments
 from bnorm_cli.io import stats_file
@@ -191,6 +192,18 @@ def test_statistics_file_round_trip_and_files_without_a_summary(tmp_path) -> Non
     doc = json.loads(path.read_text())
     doc["columns"]["a"]["sketch"]["buckets"][0][1][0] += 1
     with pytest.raises(Exception, match="sketch counts"):
+        stats_file.from_dict(doc)
+    # a count that is not a non-negative integer is named by its place in the file
+    for bad, says in [(-1, "-1 is less than the minimum of 0"), (2.5, "2.5 is not of type")]:
+        doc = json.loads(path.read_text())
+        counts = doc["columns"]["a"]["sketch"]["buckets"][-1][1]
+        counts[-1] = bad
+        where = f"columns/a/sketch/buckets/{len(doc['columns']['a']['sketch']['buckets']) - 1}"
+        with pytest.raises(StatsFileError, match=f"{where}/1/{len(counts) - 1}: {says}"):
+            stats_file.from_dict(doc)
+    doc = json.loads(path.read_text())
+    doc["columns"]["a"]["sketch"]["buckets"][0][1] = "7"
+    with pytest.raises(StatsFileError, match="buckets/0/1: '7' is not of type 'array'"):
         stats_file.from_dict(doc)
 
 

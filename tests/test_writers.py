@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import io
 import math
 from pathlib import Path
 
@@ -96,6 +97,33 @@ def test_a_required_column_goes_through_pyarrow(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     writers.write_batches(str(out), "parquet", schema, iter(table.to_batches()))
     assert pq.read_schema(out) == schema
+
+
+@pytest.mark.parametrize("width", [writers.SINK_MAX_COLUMNS, writers.SINK_MAX_COLUMNS + 1])
+def test_a_wide_table_goes_through_pyarrow(
+    tmp_path: Path, width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond SINK_MAX_COLUMNS the sink's row groups in flight cost memory: pyarrow
+    writes them (the mapped batches, not the expressions), with the same table."""
+    rng = np.random.default_rng(width)
+    table = pa.table({f"c{i}": rng.normal(size=3_000) for i in range(width)})
+    sink = writers._sink_parquet
+    used: list[int] = []
+
+    def counted(*args: object) -> int:
+        if not isinstance(args[0], io.BytesIO):  # not polars_writes' probe
+            used.append(1)
+        return sink(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writers, "_sink_parquet", counted)
+    exprs = [pl.col("c0") * 2.0]
+    want = _python_mapped(table, exprs)
+    pieces = iter(table.to_batches(max_chunksize=1_000))
+    mapped = MappedBatches(iter(want.to_batches(max_chunksize=1_000)), pieces, table.schema, exprs)
+    out = tmp_path / "out.parquet"
+    assert writers.write_batches(str(out), "parquet", table.schema, mapped) == 3_000
+    assert used == ([1] if width <= writers.SINK_MAX_COLUMNS else [])
+    assert _same(pq.read_table(out), want)
 
 
 def _maps() -> dict[str, AffineMap]:

@@ -23,7 +23,7 @@ from ..core import moments as moments_module
 from ..core.batching import exact_batches, polars_schema, prefetch, prefetch_depth
 from ..core.diagnostics import Trend
 from ..core.drift import Watch
-from ..core.dtypes import OutType, Spec, target
+from ..core.dtypes import OutType, Spec, check_cast, target
 from ..core.errors import DataError, UsageError, opt
 from ..core.fold import (
     Fold,
@@ -34,7 +34,7 @@ from ..core.fold import (
     merge_population,
 )
 from ..core.frames import to_polars
-from ..core.maps import MappedBatches, apply_maps, map_exprs
+from ..core.maps import MappedBatches, map_exprs
 from ..core.model import BatchNorm, Mode, Use, chunk_rows
 from ..core.moments import Moments, MomentsTable, table_moments
 from ..core.renorm import Trace
@@ -103,8 +103,9 @@ def _numeric(batch: pa.RecordBatch, columns: list[str]) -> pl.DataFrame:
 
 
 def _replace(batch: pa.RecordBatch, out: pl.DataFrame, schema: pa.Schema) -> pa.RecordBatch:
+    mapped = set(out.columns)  # a set: `out.columns` is a new list each call (1,000 columns)
     arrays = [
-        out.get_column(f.name).to_arrow() if f.name in out.columns else batch.column(f.name)
+        out.get_column(f.name).to_arrow() if f.name in mapped else batch.column(f.name)
         for f in schema
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
@@ -393,9 +394,11 @@ def transform(
         if gate is not None:
             gate()
 
+    exprs = map_exprs(maps, types, inverse)  # once: 1,000 columns' are ~10 ms to build
+
     def run() -> Iterator[pa.RecordBatch]:
         for batch, frame in checked():
-            out = apply_maps(frame, maps, types, inverse=inverse)
+            out = check_cast(frame, exprs, types)
             if profile is not None:
                 profile.add_batch(frame, out)
             yield _replace(batch, out, schema)
@@ -409,8 +412,7 @@ def transform(
     if profile is not None:  # the report samples each mapped batch
         return schema, run()
     exact = all(not target(types, c).is_integer() for c in columns)
-    exprs = map_exprs(maps, types, inverse) if exact else None
-    return schema, MappedBatches(run(), inputs(), source.schema, exprs)
+    return schema, MappedBatches(run(), inputs(), source.schema, exprs if exact else None)
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
