@@ -414,6 +414,17 @@ def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     assert message in r.stderr
 
 
+def test_normalize_refuses_renorm_per_key(tmp_path: Path) -> None:
+    """Per-key normalization has batch and running modes; renorm is refused, not run
+    as batch mode under its name."""
+    src = tmp_path / "in.parquet"
+    make(50).write_parquet(src)
+    out = tmp_path / "out.parquet"
+    r = cli("normalize", str(src), "-o", str(out), "--by", "k", "--mode", "renorm", code=2)
+    assert "--mode renorm cannot be combined with --by yet" in r.stderr
+    assert not out.exists()
+
+
 def test_other_commands_refuse_per_key_files(tmp_path: Path) -> None:
     src = tmp_path / "in.parquet"
     make(50).write_parquet(src)

@@ -236,6 +236,10 @@ def normalize(
     from ..io import groups_file
     from ..io.writers import write_batches
 
+    if mode == "renorm":  # grouped.normalize has batch and running modes only
+        raise UsageError(
+            "--mode renorm cannot be combined with --by yet; use --mode batch or running"
+        )
     if report.is_html(run.report_path):
         raise UsageError("--report .html cannot be combined with --by yet; write .md or .json")
     if stats:
@@ -245,14 +249,12 @@ def normalize(
     source = _open(model, keys, run)
     fb = grouped.Fallbacks()
     warnings: list[str] = []
-    # grouped.normalize runs --mode running as such and every other mode as batch mode
-    done = "running" if mode == "running" else "batch"
     with contextlib.ExitStack() as stack:
         put_stats = stack.enter_context(staged(stats)) if stats else None
         put_sidecar = stack.enter_context(staged(sidecar)) if sidecar else None
 
         def check() -> None:
-            warnings[:] = normalize_warnings(model, run.strict, source.warnings, done)
+            warnings[:] = normalize_warnings(model, run.strict, source.warnings, mode)
             refuse_warnings(_notes(fb, min_count, False), run.strict)
             if stats and put_stats is not None and put_sidecar is not None:
                 model.reading_ = run.reading_record()
