@@ -835,3 +835,29 @@ def test_random_bytes_never_give_a_traceback(
     assert not [p.name for p in fuzz_dir.iterdir() if ".bnorm-" in p.name]
     with contextlib.suppress(FileNotFoundError):
         (fuzz_dir / "new.json").unlink()
+
+
+# -- floating-point noise ------------------------------------------------------------------------
+def test_extreme_columns_print_no_numpy_warnings(tmp_path: Path) -> None:
+    """Means of +/-1e153 (their squares overflow), a column whose variance exceeds
+    float64, subnormals: bnorm's own lines only, never numpy's RuntimeWarnings."""
+    n = 2_000
+    rng = np.random.default_rng(3)
+    big = np.where(rng.random(n) < 0.5, 1e153, -1e153)
+    pl.DataFrame({"big": big, "sub": np.full(n, 5e-324), "x": rng.normal(size=n)}).write_parquet(
+        tmp_path / "in.parquet"
+    )
+    stats, report = tmp_path / "s.json", tmp_path / "r.html"
+    for args in (
+        ["fit", "in.parquet", "-s", stats, "-b", "1"],
+        ["normalize", "in.parquet", "-o", "n.parquet", "--mode", "running", "-b", "7",
+         "--report", report],
+        ["transform", "in.parquet", "-s", stats, "-o", "t.parquet", "--report", report],
+    ):  # fmt: skip
+        code, _, stderr = spawn(args, tmp_path)
+        assert code == 0, stderr
+        assert "Warning:" not in stderr and "numpy" not in stderr, stderr
+    huge = pl.DataFrame({"huge": rng.normal(size=n) * 1e300})
+    huge.write_parquet(tmp_path / "huge.parquet")
+    assert_error(spawn(["fit", "huge.parquet", "-s", stats], tmp_path), 1, ["huge", "variance"])
+    assert_error(spawn(["normalize", "huge.parquet", "-o", "n.csv"], tmp_path), 1, ["huge"])

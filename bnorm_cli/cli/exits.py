@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -98,9 +99,14 @@ def handled(debug: bool, command: str | None = None) -> Iterator[None]:
     """One line on stderr and the right exit code for every expected failure.
 
     ``command`` ("bnorm fit") is the one whose help a usage error points at.
+    numpy's floating-point RuntimeWarnings (an overflow in a sum) are not shown
+    without --debug: bnorm checks its results and says what went wrong itself.
     """
     try:
-        yield
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.simplefilter("ignore", RuntimeWarning)
+            yield
     except BnormError as e:
         if debug:
             raise

@@ -115,7 +115,10 @@ class Trend:
             m = self.means[:, j]
             m = m[~np.isnan(m)]
             if m.size > 1:
-                out[j] = float(m.std())
+                # in units of the largest mean's binade (exact): means of +/-1e153
+                # would overflow the squares
+                e = int(np.frexp(np.abs(m).max())[1])
+                out[j] = math.ldexp(float(np.ldexp(m, -e).std()), e)
         return out
 
     @property

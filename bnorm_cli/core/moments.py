@@ -540,7 +540,8 @@ def _block_moments(
     if w is not None:
         return _weighted_block(x, w, name, first_row, stride, inf)
     m, width = x.shape
-    s = x.sum(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):  # what isfinite looks for
+        s = x.sum(axis=1)
     clean = np.isfinite(s)  # no NaN, no inf, no overflow: the common case
     if clean.all():
         valid = None

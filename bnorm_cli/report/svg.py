@@ -52,11 +52,13 @@ def histogram(values: np.ndarray, title: str, color: str, bins: int = 40) -> str
     if not finite.size:
         return _frame(title, "", ("", ""), ("", ""))
     lo, hi = float(finite.min()), float(finite.max())
-    counts, edges = np.histogram(finite, bins=bins if hi > lo else 1)
-    kx, cx = _scale(float(edges[0]), float(edges[-1]), PAD, W - 6)
+    # halved, the range of any two floats is finite (+/-1e308 would overflow np.histogram)
+    counts, halves = np.histogram(finite / 2, bins=bins if hi > lo else 1)
+    edges = [float(e) for e in halves]
+    kx, cx = _scale(edges[0], edges[-1], PAD, W - 6)
     ky, cy = _scale(0.0, float(counts.max()), H - 20, 18)
     bars = []
-    for n, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
+    for n, a, b in zip(counts.tolist(), edges[:-1], edges[1:], strict=True):
         xa, xb = (a * kx + cx, b * kx + cx) if kx else (PAD + 4, W - 10)
         top = n * ky + cy
         bars.append(
