@@ -304,6 +304,10 @@ def _open_csv(
         _check_text(stream.recorded, name, "CSV")
         hint = _delimiter_hint(stream.recorded, sep)
         raise DataError(f"{name}: {_explain(e, inferred or pa.schema([]))}{hint}") from None
+    except BaseException:  # a usage error from the column selector, Ctrl-C: still closed
+        if path != "-":
+            raw.close()
+        raise
     _check_text(stream.recorded, name, "CSV")
     pieces = _guard(batches, name, schema, None if path == "-" else raw)
     if path != "-":  # a source dropped unread (an error) still closes its file
