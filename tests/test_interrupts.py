@@ -306,3 +306,37 @@ def test_full_disk_fails_cleanly(
     assert sorted(p.name for p in tmp_path.iterdir()) == ([target] if existing else [])
     if existing:
         assert out.read_bytes() == PREVIOUS
+
+
+DASK_LOCAL = ["--engine", "dask", "--workers", "2"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_a_local_dask_run_is_quiet(
+    big: tuple[Path, Path, Path], tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Stopped while its local cluster works, a --engine dask run exits at once and
+    says nothing: not multiprocessing's "leaked semaphore objects" from its tracker."""
+    pytest.importorskip("distributed")
+    parquet, _, _ = big
+    stats = tmp_path / "stats.json"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the cluster's scratch space shows here
+    process = subprocess.Popen(
+        [*BNORM, "fit", str(parquet), "-s", str(stats), "-q", "-b", "7", *DASK_LOCAL],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while not list(tmp_path.glob("bnorm-dask-*/**/worker-*")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)  # the workers are up and reading
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=TIMEOUT)
+    time.sleep(0.5)  # the tracker, a process of its own, would print as it ends
+    assert process.returncode == (130 if sig == signal.SIGINT else 143), stderr
+    assert stderr == b"", stderr.decode(errors="replace")
+    assert not stats.exists()

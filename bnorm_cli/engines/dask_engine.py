@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -408,6 +409,7 @@ def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             yield client
         return
     scratch = tempfile.mkdtemp(prefix="bnorm-dask-")  # the workers' spill space, removed
+    quiet_resource_tracker()
     try:
         with (
             pending(scratch),
@@ -427,6 +429,18 @@ def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             yield client
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+#: What multiprocessing's resource tracker says when a run stopped by Ctrl-C exits at
+#: once (`cli.exits`): it frees the local workers' semaphores itself, with a warning.
+TRACKER_NOISE = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def quiet_resource_tracker() -> None:
+    """Start the tracker (a process of its own) with its leak warning ignored: it takes
+    the interpreter's -W options when it starts, before the first semaphore."""
+    if TRACKER_NOISE not in sys.warnoptions:
+        sys.warnoptions.append(TRACKER_NOISE)
 
 
 def versions() -> dict[str, str]:
