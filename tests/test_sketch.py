@@ -207,6 +207,39 @@ def test_statistics_file_round_trip_and_files_without_a_summary(tmp_path) -> Non
         stats_file.from_dict(doc)
 
 
+def _reference_text(doc: dict[str, object]) -> str:
+    """The statistics file's text as json writes it indented, each list of integers
+    then joined onto one line (the layout bnorm has always written)."""
+    import re
+
+    text = json.dumps(doc, indent=2, allow_nan=False)
+    ints = re.compile(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]")
+    joined = ints.sub(lambda m: "[" + ", ".join(x.strip() for x in m[1].split(",")) + "]", text)
+    return joined + "\n"
+
+
+def test_the_statistics_file_text_is_json_indented_with_counts_on_one_line() -> None:
+    """`dumps` writes the sketches' runs itself (json's indenting encoder is slow over
+    many counts): the same text as the reference, whatever the runs."""
+    rng = np.random.default_rng(11)
+    n = 5_000
+    df = pl.DataFrame(
+        {
+            "wide": rng.standard_cauchy(n),  # many runs with gaps
+            "const": np.full(n, 2.5),  # one bucket
+            "null": pl.Series([None] * n, dtype=pl.Float64),  # no values: no runs
+            "jump": np.where(np.arange(n) < n // 2, 0.0, 1e9) + rng.normal(size=n),
+            "ints": rng.integers(-3, 4, n).astype(np.float64),
+        }
+    )
+    for batch in (7, 1000):
+        model = BatchNorm(batch_size=batch).fit(df)
+        assert stats_file.dumps(model) == _reference_text(stats_file.to_dict(model))
+        back = stats_file.from_dict(json.loads(stats_file.dumps(model)))
+        assert back.summary_ is not None and model.summary_ is not None
+        assert back.summary_.hist == model.summary_.hist
+
+
 def test_scalar_and_vector_batch_exponents_agree() -> None:
     rng = np.random.default_rng(8)
     n = rng.integers(0, 4, 2000)
