@@ -90,13 +90,30 @@ def test_every_type_reads_back_the_same(tmp_path: Path, name: str) -> None:
         assert _same(pq.read_table(out), table)
 
 
-def test_a_required_column_goes_through_pyarrow(tmp_path: Path) -> None:
-    schema = pa.schema([pa.field("x", pa.float64(), nullable=False)])
-    table = pa.table({"x": [1.0, 2.0]}, schema=schema)
-    assert not writers.polars_writes(schema)  # polars would make it optional
+def test_required_columns_stay_required(tmp_path: Path) -> None:
+    """DuckDB writes the columns it knows hold no null as REQUIRED: the sink keeps
+    them so at the top level (polars' arrow_schema); a required field inside a list
+    or struct goes through pyarrow's writer."""
+    schema = pa.schema(
+        [
+            pa.field("x", pa.float64(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("y", pa.float64()),
+        ]
+    )
+    table = pa.table({"x": [1.0, 2.0], "label": ["a", "b"], "y": [None, 3.0]}, schema=schema)
+    assert writers.polars_writes(schema)
     out = tmp_path / "out.parquet"
     writers.write_batches(str(out), "parquet", schema, iter(table.to_batches()))
     assert pq.read_schema(out) == schema
+    assert _same(pq.read_table(out), table)
+    levels = pq.ParquetFile(out).schema
+    assert [levels.column(i).max_definition_level for i in range(3)] == [0, 0, 1]
+    for nested in (
+        pa.list_(pa.field("item", pa.int64(), nullable=False)),
+        pa.struct([pa.field("a", pa.int64(), nullable=False)]),
+    ):
+        assert not writers.polars_writes(pa.schema([pa.field("n", nested, nullable=False)]))
 
 
 @pytest.mark.parametrize("width", [writers.SINK_MAX_COLUMNS, writers.SINK_MAX_COLUMNS + 1])

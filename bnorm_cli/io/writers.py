@@ -245,6 +245,7 @@ def _sink_parquet(
             compression="snappy",
             row_group_size=min(_group_rows(schema), SINK_ROW_GROUP_ROWS),
             metadata=metadata,
+            arrow_schema=_required(frame, schema),
         )
     except Exception as e:
         if failed:
@@ -259,6 +260,16 @@ def _sink_parquet(
 
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _required(frame: pl.LazyFrame, schema: pa.Schema) -> pa.Schema | None:
+    """polars' own Arrow schema of ``frame`` with ``schema``'s non-nullable top-level
+    fields made so, for the sink to write them REQUIRED as pyarrow does (DuckDB
+    marks the columns it knows hold no null so); None when every field is nullable."""
+    if all(f.nullable for f in schema):
+        return None
+    own = pl.DataFrame(schema=frame.collect_schema()).to_arrow().schema
+    return pa.schema([f.with_nullable(schema.field(f.name).nullable) for f in own])
 
 
 def _maps_to(inputs: pa.Schema, exprs: list[pl.Expr], schema: pa.Schema) -> bool:
