@@ -325,6 +325,18 @@ class BatchNorm:
             trend=Trend(len(columns)),
         )
         self.last_moments_ = {}
+        decimals = [
+            c
+            for c, t in schema.items()
+            if isinstance(t, pl.Decimal) and self.columns is None and c not in self.exclude
+        ]
+        if decimals:  # numbers, left as they are: likely not what was meant
+            named = ", ".join(f'"{c}"' for c in decimals)
+            self.state_.warnings.append(
+                f"{'column' if len(decimals) == 1 else 'columns'} {named}: decimal, left as"
+                " it is (bnorm normalizes integer and float columns); cast to float64 before"
+                f" bnorm to normalize, or leave out with {opt('exclude', ','.join(decimals))}"
+            )
 
     # -- fitting -------------------------------------------------------------------
     def moments(self, frame: Data, rows: int | None = None) -> MomentsTable:
