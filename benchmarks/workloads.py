@@ -38,6 +38,7 @@ CATALOG: list[Spec] = [
     Spec("polars_agg", "anchor", "parquet", "polars"),
     Spec("sklearn_fit", "anchor", "parquet", "sklearn"),
     Spec("transform", "bnorm", "parquet", "bnorm_cli", needs="fit"),
+    Spec("transform-drift", "bnorm", "parquet", "bnorm_cli", needs="fit"),
     Spec("polars_copy", "anchor", "parquet", "polars"),
     Spec("sklearn_transform", "anchor", "parquet", "sklearn", needs="sklearn_fit"),
     Spec("normalize-batch", "bnorm", "parquet", "bnorm_cli"),
@@ -150,8 +151,9 @@ def argv(
     batch = ["-b", str(batch_size)]
     if spec.name in {"fit", "csv-fit"}:
         return [*bnorm, "fit", src, "-s", str(art), *batch, "--quiet"]
-    if spec.name in {"transform", "csv-transform"}:
+    if spec.name in {"transform", "csv-transform", "transform-drift"}:
         # -b is transform's chunk size (it applies one saved map per column)
-        return [*bnorm, "transform", src, "-s", str(art), "-o", str(out), *batch, "--quiet"]
+        drift = ["--drift"] if spec.name == "transform-drift" else []
+        return [*bnorm, "transform", src, "-s", str(art), "-o", str(out), *batch, *drift, "-q"]
     mode = spec.name.removeprefix("normalize-")
     return [*bnorm, "normalize", src, "-o", str(out), "--mode", mode, *batch, "--quiet"]
