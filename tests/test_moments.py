@@ -96,6 +96,7 @@ def test_every_numeric_type_gives_the_records_of_its_float64_values(batch_size: 
             "u64": rng.integers(2**63, 2**64 - 1, n, dtype=np.uint64, endpoint=True),
             "u8": rng.integers(0, 255, n).astype(np.uint8),
             "i16": rng.integers(-300, 300, n).astype(np.int16),
+            "i128": pl.Series([int(v) * 2**40 + 1 for v in ints], dtype=pl.Int128),
         }
     )
     frame = frame.with_columns(

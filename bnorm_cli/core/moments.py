@@ -517,13 +517,19 @@ def _per_batch(mask: np.ndarray, k: int, batch_size: int) -> np.ndarray:
     return padded.reshape(k, batch_size).sum(axis=1)
 
 
+#: Integer types numpy has (polars' 128-bit integers have no numpy type).
+_NUMPY_INTEGERS = frozenset(
+    [pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64]
+)
+
+
 def _float_values(series: pl.Series) -> np.ndarray:
     """The column as float64 with NaN for null (nulls and NaN are both missing)."""
     dtype = series.dtype
     # polars' to_numpy gives a float column's nulls as NaN, and an integer column
     # without nulls as its integers (cast by numpy, the same rounding as polars'
     # cast): ~1 ms less a 64k-row column than fill_null/cast, which run a query
-    if dtype.is_float() or (dtype.is_integer() and not series.null_count()):
+    if dtype.is_float() or (dtype in _NUMPY_INTEGERS and not series.null_count()):
         return np.asarray(series.to_numpy(), np.float64)
     series = series.cast(pl.Float64)
     if series.null_count():
