@@ -80,6 +80,42 @@ def test_each_record_is_a_pure_function_of_its_batch(batch_size: int) -> None:
     assert same(mom.MomentsTable.concat(parts), whole)
 
 
+@pytest.mark.parametrize("batch_size", [1, 7, 1000, 5000])
+def test_every_numeric_type_gives_the_records_of_its_float64_values(batch_size: int) -> None:
+    """A column is read as float64 with nulls missing, whatever its type: the same
+    records (and null counts) as its values converted one by one by Python."""
+    n = 3000
+    ints = rng.integers(-(2**62), 2**62, n)
+    ints[:4] = [2**63 - 1, -(2**63), 2**53 + 1, -(2**53) - 1]
+    nulls = pl.int_range(n, eager=True) % 9 == 0
+    frame = pl.DataFrame(
+        {
+            "f64": rng.normal(1e9, 1.0, n),
+            "f32": rng.normal(3.0, 2.0, n).astype(np.float32),
+            "i64": ints,
+            "u64": rng.integers(2**63, 2**64 - 1, n, dtype=np.uint64, endpoint=True),
+            "u8": rng.integers(0, 255, n).astype(np.uint8),
+            "i16": rng.integers(-300, 300, n).astype(np.int16),
+            "i128": pl.Series([int(v) * 2**40 + 1 for v in ints], dtype=pl.Int128),
+        }
+    )
+    frame = frame.with_columns(
+        *[pl.when(nulls).then(None).otherwise(pl.col(c)).alias(f"{c}_nul") for c in frame.columns]
+    )
+    t = mom.table_moments(frame, frame.columns, batch_size)
+    reference = pl.DataFrame(
+        {
+            c: pl.Series([math.nan if v is None else float(v) for v in frame[c].to_list()])
+            for c in frame.columns
+        }
+    )
+    r = mom.table_moments(reference, frame.columns, batch_size)
+    assert same(t, r)
+    for j, c in enumerate(frame.columns):
+        per_batch = [frame[c].slice(i * batch_size, batch_size).null_count() for i in range(len(t))]
+        assert t["nulls"][:, j].tolist() == per_batch, c
+
+
 def test_records_are_the_same_bits_in_another_process() -> None:
     frame = hostile_frame()
     here = mom.table_moments(frame, frame.columns, 37)

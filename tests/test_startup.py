@@ -10,6 +10,7 @@ reads its ``sys.modules`` as it exits: a check of what is imported, not a timing
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -142,3 +143,58 @@ def test_rich_is_imported_when_something_is_printed(tmp_path: Path, files: dict[
     """Without --quiet fit prints its summary: Rich is loaded then (the probe sees it)."""
     modules = loaded(tmp_path, "fit", files["parquet"], "-s", tmp_path / "st.json")
     assert "rich" in modules
+
+
+# Runs `bnorm ARGS...` in this process and writes, as it leaves, how many threads
+# each BLAS library numpy loaded runs.
+BLAS_PROBE = textwrap.dedent(
+    """
+    import json, os, runpy, sys
+    out, sys.argv = sys.argv[1], ["bnorm", *sys.argv[2:]]
+    real_exit = os._exit
+    def dump(code):
+        import threadpoolctl
+        with open(out, "w") as f:
+            json.dump([i["num_threads"] for i in threadpoolctl.threadpool_info()
+                       if i["user_api"] == "blas"], f)
+        real_exit(code)
+    os._exit = dump
+    runpy.run_module("bnorm_cli", run_name="__main__")
+    """
+)
+
+
+@pytest.mark.parametrize("setting", [None, "2"])
+def test_the_cli_starts_no_blas_threads(
+    tmp_path: Path, files: dict[str, Path], setting: str | None
+) -> None:
+    """No command does linear algebra: OpenBLAS's spinning worker threads would only
+    cost start-up CPU. A user's OPENBLAS_NUM_THREADS is kept."""
+    pytest.importorskip("threadpoolctl")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    out = tmp_path / "blas.json"
+    args = ["fit", str(files["parquet"]), "-s", str(tmp_path / "st.json"), "--quiet"]
+    run = subprocess.run(
+        [sys.executable, "-c", BLAS_PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    threads = json.loads(out.read_text())
+    assert threads, "numpy loaded no BLAS library that threadpoolctl knows"
+    assert set(threads) == {int(setting or 1)}
+
+
+def test_importing_bnorm_loads_numpy_only_when_batchnorm_is_used() -> None:
+    code = (
+        "import sys, bnorm_cli; before = 'numpy' in sys.modules\n"
+        "from bnorm_cli import BatchNorm\n"
+        "print(before, 'numpy' in sys.modules, BatchNorm.__name__)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True", "BatchNorm"]

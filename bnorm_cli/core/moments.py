@@ -410,9 +410,11 @@ def table_moments(
             )
             if ends_ok.any():
                 fields["increasing"][:, j] = _increasing(values, batch_size, k)
-        fields["nulls"][:, j] = (
-            _per_batch(series.is_null().to_numpy(), k, batch_size) if series.null_count() else 0
-        )
+        nulls = series.null_count()
+        if nulls and k > 1:
+            fields["nulls"][:, j] = _per_batch(series.is_null().to_numpy(), k, batch_size)
+        else:  # one batch (the default chunk): its nulls are the column's
+            fields["nulls"][:, j] = nulls
         if not counted:
             fields["zeros"][:, j] = 0  # counted with the sketch only (nothing reads it here)
             return
@@ -515,10 +517,21 @@ def _per_batch(mask: np.ndarray, k: int, batch_size: int) -> np.ndarray:
     return padded.reshape(k, batch_size).sum(axis=1)
 
 
+#: Integer types numpy has (polars' 128-bit integers have no numpy type).
+_NUMPY_INTEGERS = frozenset(
+    [pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64]
+)
+
+
 def _float_values(series: pl.Series) -> np.ndarray:
     """The column as float64 with NaN for null (nulls and NaN are both missing)."""
-    if series.dtype != pl.Float64:
-        series = series.cast(pl.Float64)
+    dtype = series.dtype
+    # polars' to_numpy gives a float column's nulls as NaN, and an integer column
+    # without nulls as its integers (cast by numpy, the same rounding as polars'
+    # cast): ~1 ms less a 64k-row column than fill_null/cast, which run a query
+    if dtype.is_float() or (dtype in _NUMPY_INTEGERS and not series.null_count()):
+        return np.asarray(series.to_numpy(), np.float64)
+    series = series.cast(pl.Float64)
     if series.null_count():
         series = series.fill_null(math.nan)
     return series.to_numpy()
