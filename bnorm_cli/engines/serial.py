@@ -362,7 +362,9 @@ def transform(
             table = None
             try:
                 if watch is not None:
-                    table = watch.table(frame, rows, model.inf, batch.num_rows)
+                    # on this thread alone: the writer encodes on every core meanwhile,
+                    # and columns on two threads cost ~20% more CPU (their GIL hand-offs)
+                    table = watch.table(frame, rows, model.inf, batch.num_rows, threads=1)
                     watch.add(table)
                 elif observed is not None or profile is not None or (look and has_inf(frame)):
                     weights = None
