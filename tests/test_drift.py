@@ -280,6 +280,61 @@ def test_transform_gate_withholds_the_output(files: dict[str, Path], tmp_path: P
     assert pl.read_parquet(out).equals(pl.read_parquet(plain))
 
 
+def test_transform_drift_equals_the_drift_command_over_many_pieces(tmp_path: Path) -> None:
+    """transform accumulates the summary on a thread of its own, behind the writer:
+    the same pieces in the same order as `bnorm drift`, so the same bits."""
+    rng = np.random.default_rng(11)
+    n = 50_000
+    train = pl.DataFrame({"a": rng.normal(5, 2, n), "b": rng.standard_cauchy(n)})
+    new = pl.DataFrame({"a": rng.normal(5.3, 2.2, n), "b": 3 * rng.standard_cauchy(n)})
+    paths = {k: tmp_path / f"{k}.parquet" for k in ("train", "new")}
+    train.write_parquet(paths["train"])
+    new.write_parquet(paths["new"], row_group_size=3_000)  # 17 pieces at -b 4096
+    stats_path = tmp_path / "stats.json"
+    _run(["fit", paths["train"], "-s", stats_path, "-q", "-b", 4096])
+    a, b = tmp_path / "transform.json", tmp_path / "drift.json"
+    out = tmp_path / "out.parquet"
+    _run(["transform", paths["new"], "-s", stats_path, "-o", out, "--drift", "-q", "-b", 4096,
+          "--drift-report", a])  # fmt: skip
+    _run(["drift", stats_path, paths["new"], "-q", "--drift-report", b])
+    got, want = json.loads(a.read_text()), json.loads(b.read_text())
+    assert got.pop("command") == "transform" and want.pop("command") == "drift"
+    assert got == want and got["rows"] == n
+    # and the reference: the whole input's moments and sketch at once
+    model = stats_file.load(stats_path)
+    state = model.state_
+    assert state is not None and model.summary_ is not None
+    watch = dr.Watch(["a", "b"], state.population, model.summary_, model.rows_)
+    watch.add(watch.table(new, 0, "error", n))
+    for d, col in zip(
+        watch.results(dr.Thresholds()),
+        sorted(got["columns"], key=lambda c: c["column"]),
+        strict=True,
+    ):
+        assert d.new_count == col["new_count"] == n
+        assert d.psi == pytest.approx(col["psi"], rel=1e-12) and d.ks == col["ks"]
+        assert d.smd == pytest.approx(col["smd"], rel=1e-9)
+
+
+def test_transform_drift_names_the_row_of_an_infinity_in_a_later_piece(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=30_000)
+    train = tmp_path / "train.parquet"
+    pl.DataFrame({"x": x}).write_parquet(train)
+    stats_path = tmp_path / "stats.json"
+    _run(["fit", train, "-s", stats_path, "-q", "-b", 1000])
+    x[23_456] = -math.inf
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"x": x}).write_parquet(bad, row_group_size=2_000)
+    out = tmp_path / "out.parquet"
+    args = ["transform", bad, "-s", stats_path, "-o", out, "--drift", "-q", "-b", 1000]
+    result = _run(args, code=1)
+    assert 'batch 24: column "x", row 23457: value -inf' in result.stderr
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") or p.startswith("out")]
+
+
 def test_fail_on_drift_needs_an_output_that_can_be_withheld(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
