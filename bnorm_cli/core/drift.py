@@ -376,11 +376,8 @@ class Watch:
         self.outside = z.copy()
         self.rows = 0
 
-    def table(
-        self, frame: pl.DataFrame, first_row: int, inf: str, rows: int, threads: int | None = None
-    ) -> MomentsTable:
-        """One piece's moments table, with its sketch on the fitted grid (``threads``:
-        `table_moments`'s)."""
+    def table(self, frame: pl.DataFrame, first_row: int, inf: str, rows: int) -> MomentsTable:
+        """One piece's moments table, with its sketch on the fitted grid."""
         return table_moments(
             frame,
             self.columns,
@@ -391,7 +388,6 @@ class Watch:
             grid=self.grid,
             bounds=self.bounds,
             cap=DRIFT_CAP,
-            threads=threads,
         )
 
     def add(self, table: MomentsTable) -> None:

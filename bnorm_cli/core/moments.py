@@ -354,7 +354,6 @@ def table_moments(
     bounds: tuple[np.ndarray, np.ndarray] | None = None,
     cap: int = sk.MAX_BUCKETS,
     weights: np.ndarray | None = None,
-    threads: int | None = None,
 ) -> MomentsTable:
     """The moments of every batch of ``frame`` (consecutive ``batch_size``-row
     batches; the last may be shorter), for each of ``columns``, vectorized.
@@ -368,8 +367,7 @@ def table_moments(
     that width, so that they compare bucket for bucket with it. ``bounds``
     (``(min, max)`` arrays): also count, per batch, the values outside them
     (field ``outside``). ``weights``: each row's weight (`check_weights`), for
-    weighted moments and the field ``wsum``. ``threads``: at most this many threads
-    for the columns (default `THREADS`).
+    weighted moments and the field ``wsum``.
     """
     rows = frame.height if rows is None else rows
     k = -(-rows // batch_size) if rows else 0
@@ -422,8 +420,7 @@ def table_moments(
 
     # columns are independent (each writes its own column of the fields and its own
     # sketch), so they run on a few threads: numpy releases the GIL inside its loops
-    threads = THREADS if threads is None else threads
-    if threads > 1 and len(columns) > 1 and rows * len(columns) >= _PARALLEL_VALUES:
+    if THREADS > 1 and len(columns) > 1 and rows * len(columns) >= _PARALLEL_VALUES:
         for _ in _pool().map(column, range(len(columns))):
             pass
     else:
