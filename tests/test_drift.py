@@ -280,6 +280,99 @@ def test_transform_gate_withholds_the_output(files: dict[str, Path], tmp_path: P
     assert pl.read_parquet(out).equals(pl.read_parquet(plain))
 
 
+def _two_files(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(11)
+    n = 300_000  # 5 pieces (transform reads 65,536 rows at a time)
+    jump = np.where(np.arange(n) < n // 3, 0.0, 1e9)  # pieces far apart: order shows in bits
+    train = pl.DataFrame({"a": rng.normal(5, 2, n), "b": rng.standard_cauchy(n)})
+    new = pl.DataFrame(
+        {"a": rng.normal(5.3, 2.2, n) + np.linspace(0, 50, n), "b": 3 * rng.standard_cauchy(n)}
+    ).with_columns(c=jump + rng.normal(0, 1, n))
+    train = train.with_columns(c=jump + rng.normal(0, 1, n))
+    paths = {k: tmp_path / f"{k}.parquet" for k in ("train", "new")}
+    train.write_parquet(paths["train"])
+    new.write_parquet(paths["new"], row_group_size=30_000)
+    paths["stats"] = tmp_path / "stats.json"
+    _run(["fit", paths["train"], "-s", paths["stats"], "-q", "-b", 4096])
+    return paths
+
+
+def test_transform_drift_equals_the_drift_command(tmp_path: Path) -> None:
+    """transform accumulates the summary on a thread of its own, behind the writer: the
+    same comparison as `bnorm drift` (exact where it comes from the sketch)."""
+    paths = _two_files(tmp_path)
+    a, b = tmp_path / "transform.json", tmp_path / "drift.json"
+    out = tmp_path / "out.parquet"
+    _run(["transform", paths["new"], "-s", paths["stats"], "-o", out, "--drift", "-q",
+          "--drift-report", a])  # fmt: skip
+    _run(["drift", paths["stats"], paths["new"], "-q", "--drift-report", b])
+    got, want = json.loads(a.read_text()), json.loads(b.read_text())
+    assert got.pop("command") == "transform" and want.pop("command") == "drift"
+    assert got["rows"] == want["rows"] == 300_000
+    for g, w in zip(got.pop("columns"), want.pop("columns"), strict=True):
+        moments = ("smd", "variance_ratio", "wasserstein", "fit_std", "new_mean", "new_std")
+        for key in moments:  # Chan merges of pieces: equal to rounding
+            assert g.pop(key) == pytest.approx(w.pop(key), rel=1e-12)
+        g.pop("severity"), w.pop("severity")
+        assert g == w  # counts, PSI, KS, edges and shares: exact
+    assert got == want
+
+
+def test_transform_drift_is_the_watch_of_the_pieces_in_order(tmp_path: Path) -> None:
+    """The summary transform accumulates behind the writer is, bit for bit, the one of
+    the same pieces added in order on one thread."""
+    from bnorm_cli.engines import serial
+    from bnorm_cli.io.inputs import open_inputs
+
+    paths = _two_files(tmp_path)
+    model = stats_file.load(paths["stats"])
+    state = model.state_
+    assert state is not None and model.summary_ is not None
+
+    def watch() -> dr.Watch:
+        return dr.Watch(model.columns_, state.population, model.summary_, model.rows_)
+
+    behind = watch()
+    source = open_inputs([str(paths["new"])], None, model, True, project=True)
+    _, batches = serial.transform(
+        model, source, "population", pl.Float64, False, None, lambda n: None, watch=behind
+    )
+    assert sum(b.num_rows for b in batches) == 300_000
+    inline = watch()
+    rows = pieces = 0
+    for piece in open_inputs([str(paths["new"])], None, model, True, project=True).pieces:
+        frame = pl.from_arrow(piece.select(model.columns_))
+        assert isinstance(frame, pl.DataFrame)
+        inline.add(inline.table(frame, rows, "error", piece.num_rows))
+        rows += piece.num_rows
+        pieces += 1
+    assert rows == 300_000 and behind.rows == rows and pieces > 4
+    assert behind.observed() == inline.observed()  # the Chan merges, in the same order
+    assert behind.summary.hist == inline.summary.hist
+    assert [vars(d) for d in behind.results(dr.Thresholds())] == [
+        vars(d) for d in inline.results(dr.Thresholds())
+    ]
+
+
+def test_transform_drift_names_the_row_of_an_infinity_in_a_later_piece(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=200_000)  # 4 pieces of 65,536 rows (or fewer)
+    train = tmp_path / "train.parquet"
+    pl.DataFrame({"x": x}).write_parquet(train)
+    stats_path = tmp_path / "stats.json"
+    _run(["fit", train, "-s", stats_path, "-q", "-b", 1000])
+    x[150_000] = -math.inf  # the third piece
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"x": x}).write_parquet(bad, row_group_size=20_000)
+    out = tmp_path / "out.parquet"
+    args = ["transform", bad, "-s", stats_path, "-o", out, "--drift", "-q", "-b", 1000]
+    result = _run(args, code=1)
+    assert 'batch 151: column "x", row 150001: value -inf' in result.stderr
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") or p.startswith("out")]
+
+
 def test_fail_on_drift_needs_an_output_that_can_be_withheld(
     files: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -38,6 +38,37 @@ def test_counts_are_exact_floor_of_scaled_values() -> None:
 
 
 @pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: r.normal(0, 1, 500) * 2.0**-40,
+        lambda r: 2.0**-1000 * r.integers(-300, 300, 500),
+        lambda r: 2.0**1000 * r.integers(-300, 300, 500),
+        lambda r: -(2.0**52) - r.integers(0, 900, 500).astype(float),  # 2^52 - first odd: no float
+        lambda r: -(2.0**52) - 2 * r.integers(0, 900, 500).astype(float),
+        lambda r: 2.0**52 + r.integers(0, 900, 500).astype(float),
+        lambda r: r.integers(-5, 5, 500) + np.where(r.random(500) < 0.5, -0.0, 0.0),
+    ],
+)
+def test_count_values_against_exact_rationals(make: object) -> None:
+    """Each bucket index is floor(x / 2^exp), computed here in exact rationals."""
+    from fractions import Fraction
+
+    x = make(np.random.default_rng(5))  # type: ignore[operator]
+    low, high = float(x.min()), float(x.max())
+    # widths at which the values span fewer than 2^20 buckets (the dense path)
+    fine = max(sk.exp_for_range(low, high), math.frexp(high - low)[1] - 19)
+    for exp in (fine, fine + 5):
+        index = [math.floor(Fraction(v) / Fraction(2) ** exp) for v in x.tolist()]
+        assert max(index) - min(index) < 1 << 20  # the dense path (not np.unique's)
+        want: dict[int, int] = {}
+        for i in index:
+            want[i] = want.get(i, 0) + 1
+        h = sk.count_values(x.copy(), exp, cap=1 << 30, low=low, high=high)
+        assert h.exp == exp and h.index.dtype == np.int64 and h.count.dtype == np.int64
+        assert dict(zip(h.index.tolist(), h.count.tolist(), strict=True)) == want
+
+
+@pytest.mark.parametrize(
     ("a", "b"),
     [
         ((0.0, 1.0), (0.5, 1.0)),  # overlapping: neighbouring buckets (added densely)

@@ -60,12 +60,13 @@ def finish_drift(
     if path:
         drift_report.write(rep, path, watch)
         note_wrote(quiet, path)
-    if not quiet or warn:
+    # the gate's error line names them otherwise; shown even with -q
+    lines = drift_report.warnings(rep) if warn else []
+    if not quiet or lines:  # Rich (~50 ms to import) only for something to show
         from . import console
 
         if not quiet:
             console.show_drift(rep)
-        if warn:  # the gate's error line names them otherwise; shown even with -q
-            for line in drift_report.warnings(rep):
-                console.warn(line)
+        for line in lines:
+            console.warn(line)
     return rep

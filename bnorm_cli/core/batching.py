@@ -7,9 +7,11 @@ statistics must not depend on that, so every batch the engine sees has exactly
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import polars as pl
@@ -108,6 +110,41 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         thread.join(timeout=1.0)
+
+
+class Behind:
+    """Runs ``work(*args)`` for each `submit`, in submission order, on one background
+    thread, at most ``depth`` calls behind the submitter.
+
+    For work that watches a stream without changing it (transform's drift summary):
+    the stream's items go on as soon as they are submitted instead of waiting for
+    it. An error of the work is raised in the submitter, by a later `submit` or by
+    `close`, which also waits for the calls still pending.
+    """
+
+    def __init__(self, work: Callable[..., object], depth: int = 2) -> None:
+        self._work = work
+        self._depth = max(1, depth)
+        self._pending: collections.deque[concurrent.futures.Future[object]] = collections.deque()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bnorm-behind")
+
+    def submit(self, *args: object) -> None:
+        self._pending.append(self._pool.submit(self._work, *args))
+        while len(self._pending) > self._depth:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Wait for every pending call; raise the first error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Drop the calls not started (the stream stopped early); no wait."""
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Raised:

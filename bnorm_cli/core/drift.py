@@ -191,7 +191,15 @@ def decile_edges(fit: Histogram, bins: int = PSI_BINS) -> np.ndarray:
     cum = np.cumsum(fit.count)
     n = int(cum[-1])
     pos = np.searchsorted(cum * bins, np.arange(1, bins, dtype=np.int64) * n, side="left")
-    return np.unique(fit.index[np.minimum(pos, fit.index.size - 1)] + 1)
+    return _distinct(fit.index[np.minimum(pos, fit.index.size - 1)] + 1)
+
+
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a sorted array (without the import of ``numpy.ma`` that
+    ``np.unique`` makes, ~30 ms of a run)."""
+    keep = np.ones(ordered.size, bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def bin_counts(h: Histogram, edges: np.ndarray) -> np.ndarray:
@@ -208,7 +216,7 @@ def psi(fit_counts: np.ndarray, new_counts: np.ndarray, floor: float = PSI_FLOOR
 
 def _cdfs(a: Histogram, b: Histogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The union of occupied buckets and both CDFs at each one's upper boundary."""
-    union = np.union1d(a.index, b.index)
+    union = _distinct(np.sort(np.concatenate([a.index, b.index])))
     ca = np.zeros(union.size)
     cb = np.zeros(union.size)
     ca[np.searchsorted(union, a.index)] = a.count

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..core import moments as moments_module
-from ..core.batching import exact_batches, polars_schema, prefetch, prefetch_depth
+from ..core.batching import Behind, exact_batches, polars_schema, prefetch, prefetch_depth
 from ..core.diagnostics import Trend
 from ..core.drift import Watch
 from ..core.dtypes import OutType, Spec, check_cast, target
@@ -351,46 +351,74 @@ def transform(
     # an infinity to refuse: unless the file's statistics rule it out
     look = model.inf == "error" and not set(columns) <= source.finite
 
+    def watched(frame: pl.DataFrame, first_row: int, rows: int) -> MomentsTable:
+        """Add one piece to the drift summary; its moments table."""
+        assert watch is not None
+        try:
+            table = watch.table(frame, first_row, model.inf, rows)
+        except DataError as e:
+            raise _located(source, model.batch_size, e, first_row) from None
+        watch.add(table)
+        return table
+
+    def measured(batch: pa.RecordBatch, frame: pl.DataFrame, first_row: int) -> MomentsTable | None:
+        """One piece checked, and its moments if anything needs them."""
+        if watch is not None:
+            return watched(frame, first_row, batch.num_rows)
+        if observed is None and profile is None and not (look and has_inf(frame)):
+            return None
+        try:
+            weights = None
+            if w is not None:
+                weights = model.weights_of(_numeric(batch, [w]), first_row)
+            return table_moments(
+                frame,
+                columns,
+                batch.num_rows,
+                first_row=first_row,
+                inf=model.inf,
+                rows=batch.num_rows,
+                sketch=False,
+                weights=weights,
+            )
+        except DataError as e:
+            raise _located(source, model.batch_size, e, first_row) from None
+
     def checked() -> Iterator[tuple[pa.RecordBatch, pl.DataFrame]]:
         """Each input batch with its columns to map, once checked and counted."""
         nonlocal seen
         rows = 0
-        for batch in prefetch(source.pieces, prefetch_depth(1 << 16, len(source.schema))):
-            if not batch.num_rows:
-                continue
-            frame = _numeric(batch, columns)
-            table = None
-            try:
-                if watch is not None:
-                    table = watch.table(frame, rows, model.inf, batch.num_rows)
-                    watch.add(table)
-                elif observed is not None or profile is not None or (look and has_inf(frame)):
-                    weights = None
-                    if w is not None:
-                        weights = model.weights_of(_numeric(batch, [w]), rows)
-                    table = table_moments(
-                        frame,
-                        columns,
-                        batch.num_rows,
-                        first_row=rows,
-                        inf=model.inf,
-                        rows=batch.num_rows,
-                        sketch=False,
-                        weights=weights,
-                    )
-            except DataError as e:
-                raise _located(source, model.batch_size, e, rows) from None
-            if watch is not None and observed is not None:
-                observed.update(watch.observed())
-            elif table is not None and observed is not None:
-                seen = merge_population(seen, group_population(table))
-                observed.update({c: seen.at(j) for j, c in enumerate(columns)})
-            rows += batch.num_rows
-            if profile is not None:
-                for i in range(len(table) if table is not None else 0):  # a piece: many batches
-                    profile.add_trace(table.moments(i), running)  # type: ignore[union-attr]
-            progress(batch.num_rows)
-            yield batch, frame
+        depth = prefetch_depth(1 << 16, len(source.schema))
+        # the drift summary follows the pieces on a thread of its own, so the writer
+        # never waits for it, except when the report's profile needs each piece's
+        # moments in turn
+        behind = Behind(watched, depth) if watch is not None and profile is None else None
+        try:
+            for batch in prefetch(source.pieces, depth):
+                if not batch.num_rows:
+                    continue
+                frame = _numeric(batch, columns)
+                table = None
+                if behind is not None:  # raises an earlier piece's error, located
+                    behind.submit(frame, rows, batch.num_rows)
+                else:
+                    table = measured(batch, frame, rows)
+                if watch is None and table is not None and observed is not None:
+                    seen = merge_population(seen, group_population(table))
+                    observed.update({c: seen.at(j) for j, c in enumerate(columns)})
+                rows += batch.num_rows
+                if profile is not None:
+                    for i in range(len(table) if table is not None else 0):  # a piece: many batches
+                        profile.add_trace(table.moments(i), running)  # type: ignore[union-attr]
+                progress(batch.num_rows)
+                yield batch, frame
+            if behind is not None:
+                behind.close()
+        finally:
+            if behind is not None:
+                behind.cancel()
+        if watch is not None and observed is not None:
+            observed.update(watch.observed())
         if gate is not None:
             gate()
 

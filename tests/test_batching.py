@@ -1,0 +1,81 @@
+"""`batching.Behind`: work that follows a stream on its own thread, in order."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bnorm_cli.core.batching import Behind
+
+
+def test_calls_run_in_submission_order_on_one_thread() -> None:
+    seen: list[int] = []
+    threads: set[int] = set()
+
+    def work(i: int) -> None:
+        time.sleep(0.001 * (i % 3))  # uneven work must not reorder the calls
+        seen.append(i)
+        threads.add(threading.get_ident())
+
+    behind = Behind(work, depth=3)
+    for i in range(50):
+        behind.submit(i)
+    behind.close()
+    assert seen == list(range(50))
+    assert len(threads) == 1 and threading.get_ident() not in threads
+
+
+def test_the_submitter_waits_when_depth_calls_are_pending() -> None:
+    release = threading.Event()
+    started: list[int] = []
+
+    def work(i: int) -> None:
+        started.append(i)
+        release.wait(5)
+
+    behind = Behind(work, depth=2)
+    behind.submit(0)
+    behind.submit(1)
+    done = threading.Event()
+
+    def third() -> None:
+        behind.submit(2)  # three pending: waits until the first is done
+        done.set()
+
+    t = threading.Thread(target=third)
+    t.start()
+    assert not done.wait(0.2)
+    release.set()
+    assert done.wait(5)
+    t.join()
+    behind.close()
+    assert started == [0, 1, 2]
+
+
+def test_an_error_reaches_the_submitter_and_later_calls_do_not_run() -> None:
+    ran: list[int] = []
+
+    def work(i: int) -> None:
+        if i == 3:
+            raise ValueError("piece 3")
+        ran.append(i)
+
+    behind = Behind(work, depth=1)
+    with pytest.raises(ValueError, match="piece 3"):
+        for i in range(100):
+            behind.submit(i)
+    behind.cancel()
+    time.sleep(0.05)
+    assert 3 not in ran and len(ran) < 10
+
+
+def test_close_raises_the_error_of_a_pending_call() -> None:
+    def work(i: int) -> None:
+        raise KeyError(i)
+
+    behind = Behind(work, depth=4)
+    behind.submit(7)
+    with pytest.raises(KeyError):
+        behind.close()
