@@ -79,3 +79,33 @@ def test_close_raises_the_error_of_a_pending_call() -> None:
     behind.submit(7)
     with pytest.raises(KeyError):
         behind.close()
+
+
+def test_joined_frames_reach_their_rows_or_bytes_and_keep_every_row() -> None:
+    """Small pieces are joined (a wide file's), large ones pass alone; rows of frames
+    without columns still count; the joined frame is the pieces in order."""
+    import numpy as np
+    import polars as pl
+
+    from bnorm_cli.core.batching import Joined
+
+    def piece(first: int, n: int, width: int = 2) -> pl.DataFrame:
+        values = {f"c{j}": np.arange(first, first + n) * (j + 1.0) for j in range(width)}
+        return pl.DataFrame(values)
+
+    joined = Joined(rows=100, nbytes=10_000)
+    out = [joined.add(piece(0, 40), 0, 40), joined.add(piece(40, 40), 40, 40)]
+    assert out == [None, None]
+    full = joined.add(piece(80, 30), 80, 30)
+    assert full is not None
+    frame, first, rows = full
+    assert (first, rows) == (0, 110) and frame.equals(piece(0, 110))
+    assert frame["c0"].n_chunks() == 1  # one contiguous chunk per column
+    alone = joined.add(piece(110, 150), 110, 150)  # enough rows on its own
+    assert alone is not None and alone[1:] == (110, 150)
+    wide = joined.add(piece(260, 20, width=100), 260, 20)  # 16,000 bytes: full by size
+    assert wide is not None and wide[1:] == (260, 20)
+    assert joined.add(pl.DataFrame(), 280, 60) is None  # no columns: rows counted
+    rest = joined.flush()
+    assert rest is not None and rest[1:] == (280, 60)
+    assert joined.flush() is None

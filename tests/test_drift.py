@@ -318,6 +318,29 @@ def test_transform_drift_equals_the_drift_command(tmp_path: Path) -> None:
     assert got == want
 
 
+def test_wide_files_join_pieces_alike_in_both_commands(tmp_path: Path) -> None:
+    """300 columns: transform reads ~7,000-row pieces, joined for the summary as
+    `bnorm drift` joins them: the same report, and SMD as numpy computes it."""
+    rng = np.random.default_rng(5)
+    n, width = 16_000, 300
+    fit_frame = pl.DataFrame({f"c{j}": rng.normal(size=n) for j in range(width)})
+    new_frame = pl.DataFrame({f"c{j}": rng.normal(0.1 * (j % 3), 1.0, n) for j in range(width)})
+    fit_file, new_file = tmp_path / "fit.parquet", tmp_path / "new.parquet"
+    fit_frame.write_parquet(fit_file)
+    new_frame.write_parquet(new_file)
+    stats, a, b = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "d.json"
+    _run(["fit", fit_file, "-s", stats, "-q"])
+    _run(["transform", new_file, "-s", stats, "-o", tmp_path / "o.parquet", "--drift", "-q",
+          "--drift-report", a])  # fmt: skip
+    _run(["drift", stats, new_file, "-q", "--drift-report", b])
+    got, want = json.loads(a.read_text()), json.loads(b.read_text())
+    assert got["columns"] == want["columns"]
+    for c in got["columns"][:20]:
+        x, y = fit_frame[c["column"]].to_numpy(), new_frame[c["column"]].to_numpy()
+        smd = (y.mean() - x.mean()) / np.sqrt((x.var() + y.var()) / 2)
+        assert c["smd"] == pytest.approx(smd, rel=1e-9, abs=1e-12)
+
+
 def test_transform_drift_is_the_watch_of_the_pieces_in_order(tmp_path: Path) -> None:
     """The summary transform accumulates behind the writer is, bit for bit, the one of
     the same pieces added in order on one thread."""

@@ -147,6 +147,40 @@ class Behind:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+#: A frame, the input row of its first row, and its row count.
+Piece = tuple[pl.DataFrame, int, int]
+
+
+class Joined:
+    """Consecutive frames joined until they hold ``rows`` rows or ``nbytes`` bytes of
+    float64 values, for work with a cost per column and call (the drift summary): a
+    wide file's pieces are small (1,000 columns: 2,048 rows); narrow pieces pass
+    alone. `add` returns a joined frame with its first row and row count when one is
+    full; `flush`, the rest. A frame may have no columns: its rows are counted."""
+
+    def __init__(self, rows: int, nbytes: int) -> None:
+        self._rows, self._bytes = rows, nbytes
+        self._held: list[pl.DataFrame] = []
+        self._first = self._count = 0
+
+    def add(self, frame: pl.DataFrame, first_row: int, rows: int) -> Piece | None:
+        if not self._held:
+            self._first = first_row
+        self._held.append(frame)
+        self._count += rows
+        full = self._count >= self._rows or self._count * frame.width * 8 >= self._bytes
+        return self.flush() if full else None
+
+    def flush(self) -> Piece | None:
+        if not self._held:
+            return None
+        held = self._held
+        frame = held[0] if len(held) == 1 else pl.concat(held, how="vertical", rechunk=True)
+        out = (frame, self._first, self._count)
+        self._held, self._count = [], 0
+        return out
+
+
 class _Raised:
     __slots__ = ("error",)
 
