@@ -363,6 +363,9 @@ _stats_case("nan-running-var", _replaced("running_var", "NaN"), ["NaN", "bnorm f
 _stats_case("infinite-gamma", _replaced("gamma", "Infinity"), ["Infinity", "bnorm fit"])
 _stats_case("overflowing-running-var", _replaced("running_var", "1e999"), ["1e999", "fit"])
 _stats_case("overflowing-integer-var", _replaced("var", "1" + "0" * 400), ["too large"])
+# int64's edge: the first integer it cannot hold (19 digits), and its negative
+_stats_case("count-of-2-to-the-63", _replaced("count", str(2**63)), ["too large"])
+_stats_case("mean-below-int64", _replaced("mean", str(-(2**63) - 1)), ["too large"])
 _stats_case("negative-var", _replaced("var", "-4.0"), ["temperature/var", "bnorm fit"])
 _stats_case("negative-running-var", _replaced("running_var", "-1e-3"), ["running_var"])
 _stats_case("string-mean", _replaced("mean", '"12.5"'), ["mean", "bnorm fit"])
