@@ -325,11 +325,11 @@ class BatchNorm:
             trend=Trend(len(columns)),
         )
         self.last_moments_ = {}
-        decimals = [
-            c
-            for c, t in schema.items()
-            if isinstance(t, pl.Decimal) and self.columns is None and c not in self.exclude
-        ]
+        decimals = (  # named columns are chosen, not left
+            [c for c, t in schema.items() if isinstance(t, pl.Decimal) and c not in self.exclude]
+            if self.columns is None
+            else []
+        )
         if decimals:  # numbers, left as they are: likely not what was meant
             named = ", ".join(f'"{c}"' for c in decimals)
             self.state_.warnings.append(

@@ -95,7 +95,7 @@ _COLUMN = {
                     "type": "array",
                     "items": {
                         "type": "array",
-                        # the counts' items are checked by `_check_counts`: through the
+                        # the counts' items are checked by `_count_error`: through the
                         # schema they took seconds for a file of 1,000 columns
                         "prefixItems": [{"type": "integer"}, {"type": "array"}],
                         "minItems": 2,
