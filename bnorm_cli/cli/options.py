@@ -60,7 +60,7 @@ Inputs = Annotated[
     typer.Argument(
         help="Input files, globs or directories, read as one dataset; - reads stdin.",
         show_default=False,
-        metavar="INPUT",
+        metavar="INPUT...",  # typer < 0.29 does not mark a list argument's metavar
     ),
 ]
 StatsOut = Annotated[
