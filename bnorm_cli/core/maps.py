@@ -21,7 +21,7 @@ for one per batch. No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,12 +171,21 @@ class MappedBatches:
     are pulled) mapped by ``exprs`` — for a writer that evaluates expressions as it
     writes (polars' Parquet sink, on every core). ``exprs`` is None when a mapped
     value can fail its cast (integer targets: `dtypes.check_cast` names the column).
-    Only one of the two is iterated."""
+    Only one of the two is iterated.
+
+    ``scan``, when nothing needs to see the rows go by (no check, no statistics,
+    no drift, no progress), reads the same rows as ``inputs`` as a polars query
+    (`io.readers.Source.scan`): then polars reads, maps and writes, all on every
+    core; ``rows`` is their count and ``name`` the input's, for its errors.
+    """
 
     batches: Iterator[pa.RecordBatch]
     inputs: Iterator[pa.RecordBatch]
     input_schema: pa.Schema
     exprs: list[pl.Expr] | None
+    scan: Callable[[], pl.LazyFrame] | None = None
+    rows: int = 0
+    name: str = ""
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self.batches

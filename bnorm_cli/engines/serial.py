@@ -454,7 +454,18 @@ def transform(
     if profile is not None:  # the report samples each mapped batch
         return schema, run()
     exact = all(not target(types, c).is_integer() for c in columns)
-    return schema, MappedBatches(run(), inputs(), source.schema, exprs if exact else None)
+    # nothing to check or measure on the way (the file's statistics rule out +/-inf):
+    # the writer may let polars read the file itself
+    unseen = observed is None and watch is None and gate is None and not look
+    return schema, MappedBatches(
+        run(),
+        inputs(),
+        source.schema,
+        exprs if exact else None,
+        scan=source.scan if unseen else None,
+        rows=source.total_rows or 0,
+        name=source.name,
+    )
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import re
@@ -13,11 +14,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.batching import prefetch, prefetch_depth
-from ..core.errors import OutputError
+from ..core.batching import polars_schema, prefetch, prefetch_depth
+from ..core.errors import DataError, OutputError
 from ..core.frames import to_polars
 from ..core.maps import MappedBatches
 from .atomic import atomic_path, open_mode, writes_through
+from .readers import SCAN_ENV
 from .streams import is_broken_pipe, stdout, stdout_error
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
@@ -221,6 +223,9 @@ def _sink_parquet(
     pulled, exprs = schema, None
     if isinstance(batches, MappedBatches):
         if batches.exprs is not None and _maps_to(batches.input_schema, batches.exprs, schema):
+            scanned = _scanned(batches)
+            if scanned is not None:
+                return _sink(path, schema, scanned.with_columns(batches.exprs), batches, failed)
             pulled, exprs, batches = batches.input_schema, batches.exprs, batches.inputs
         else:
             batches = batches.batches
@@ -238,26 +243,73 @@ def _sink_parquet(
     frame = pl.scan_arrow_c_stream(pa.RecordBatchReader.from_batches(pulled, counted()))
     if exprs is not None:
         frame = frame.with_columns(exprs)
+    _sink(path, schema, frame, None, failed)
+    return rows
+
+
+def _sink(
+    path: str | BinaryIO,
+    schema: pa.Schema,
+    frame: pl.LazyFrame,
+    scanned: MappedBatches | None,
+    failed: list[BaseException],
+) -> int:
+    """Run ``frame`` into ``path``; with ``scanned``, polars reads its input itself
+    (an error is then the input's: polars read it). Returns ``scanned``'s rows."""
     metadata = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
     metadata["ARROW:schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
     try:
-        frame.sink_parquet(
-            path,
-            compression="snappy",
-            row_group_size=min(_group_rows(schema), SINK_ROW_GROUP_ROWS),
-            metadata=metadata,
-            arrow_schema=_required(frame, schema),
-        )
+        with _environ(SCAN_ENV if scanned is not None else {}):
+            frame.sink_parquet(
+                path,
+                compression="snappy",
+                row_group_size=min(_group_rows(schema), SINK_ROW_GROUP_ROWS),
+                metadata=metadata,
+                arrow_schema=_required(frame, schema),
+            )
     except Exception as e:
         if failed:
             raise failed[0] from None
         code = _OS_ERROR.search(str(e))
         if code:  # polars reports the file system's errors (disk full, ...) as its own
             raise OSError(int(code[1]), os.strerror(int(code[1]))) from None
+        if scanned is not None and isinstance(e, pl.exceptions.PolarsError):
+            raise DataError(
+                f"{scanned.name}: not a readable Parquet file ({_first_line(e)}); check that"
+                " the file is complete"
+            ) from None
         raise
     if failed:  # pragma: no cover - polars always fails when its source does
         raise failed[0]
-    return rows
+    return scanned.rows if scanned is not None else 0
+
+
+def _scanned(batches: MappedBatches) -> pl.LazyFrame | None:
+    """The input as polars' own scan, when it has one and reads the same types."""
+    if batches.scan is None:
+        return None
+    try:
+        frame = batches.scan()
+        same = frame.collect_schema() == polars_schema(batches.input_schema)
+    except Exception:  # a file polars cannot read as pyarrow does: pyarrow reads it
+        return None
+    return frame if same else None
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in the environment meanwhile, unless the user set them."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
