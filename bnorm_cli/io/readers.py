@@ -633,6 +633,15 @@ def _short(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+def unreadable_parquet(name: str, e: BaseException) -> DataError:
+    """A Parquet file that fails part-way through (its footer read): polars' scan
+    (`Source.scan`) says so in its first line, the lines after are hints."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return DataError(
+        f"{name}: not a readable Parquet file ({first}); check that the file is complete"
+    )
+
+
 def _open_ipc(
     path: str,
     name: str,

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.batching import polars_schema, prefetch, prefetch_depth
-from ..core.errors import DataError, OutputError
+from ..core.errors import OutputError
 from ..core.frames import to_polars
 from ..core.maps import MappedBatches
 from .atomic import atomic_path, open_mode, writes_through
-from .readers import SCAN_ENV
+from .readers import SCAN_ENV, unreadable_parquet
 from .streams import is_broken_pipe, stdout, stdout_error
 
 #: Rows per Parquet row group: one write per N-row batch would make tiny row groups.
@@ -225,7 +225,8 @@ def _sink_parquet(
         if batches.exprs is not None and _maps_to(batches.input_schema, batches.exprs, schema):
             scanned = _scanned(batches)
             if scanned is not None:
-                return _sink(path, schema, scanned.with_columns(batches.exprs), batches, failed)
+                _sink(path, schema, scanned.with_columns(batches.exprs), batches, failed)
+                return batches.rows
             pulled, exprs, batches = batches.input_schema, batches.exprs, batches.inputs
         else:
             batches = batches.batches
@@ -253,9 +254,9 @@ def _sink(
     frame: pl.LazyFrame,
     scanned: MappedBatches | None,
     failed: list[BaseException],
-) -> int:
+) -> None:
     """Run ``frame`` into ``path``; with ``scanned``, polars reads its input itself
-    (an error is then the input's: polars read it). Returns ``scanned``'s rows."""
+    (an error is then the input's: polars read it)."""
     metadata = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
     metadata["ARROW:schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
     try:
@@ -274,14 +275,10 @@ def _sink(
         if code:  # polars reports the file system's errors (disk full, ...) as its own
             raise OSError(int(code[1]), os.strerror(int(code[1]))) from None
         if scanned is not None and isinstance(e, pl.exceptions.PolarsError):
-            raise DataError(
-                f"{scanned.name}: not a readable Parquet file ({_first_line(e)}); check that"
-                " the file is complete"
-            ) from None
+            raise unreadable_parquet(scanned.name, e) from None
         raise
     if failed:  # pragma: no cover - polars always fails when its source does
         raise failed[0]
-    return scanned.rows if scanned is not None else 0
 
 
 def _scanned(batches: MappedBatches) -> pl.LazyFrame | None:
@@ -306,10 +303,6 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
     finally:
         for k in added:
             os.environ.pop(k, None)
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
